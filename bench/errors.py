@@ -1,0 +1,38 @@
+"""Error types: every user-facing failure is a ``BenchError`` whose message names the culprit.
+
+The CLI turns a ``BenchError`` into a one-line message and a non-zero exit code (2 for bad input).
+"""
+
+from __future__ import annotations
+
+
+class BenchError(Exception):
+    """A failure caused by the user's input or environment, reported without a traceback."""
+
+    exit_code = 2
+
+
+class ConfigError(BenchError):
+    """Unknown config key, bad value, unknown method or dataset."""
+
+
+class DataError(BenchError):
+    """Missing, empty, corrupt or malformed data (videos, annotation files, captions)."""
+
+
+class VideoError(DataError):
+    """A video file that cannot be opened or decoded; the message names the file."""
+
+
+class CaptionTooLongError(DataError):
+    """A caption whose token count exceeds the text context and whose protocol forbids truncation."""
+
+
+class RecordError(BenchError):
+    """A run record that fails validation, or cannot be read."""
+
+
+class RegressionError(BenchError):
+    """``bench check`` found metrics that regressed beyond tolerance."""
+
+    exit_code = 1
