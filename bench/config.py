@@ -1,0 +1,187 @@
+"""Run configuration: one nested dict resolved from layered defaults, recorded whole in every run record.
+
+Resolution order (later wins): harness defaults -> dataset defaults -> the method's per-dataset defaults ->
+preset -> ``--set key=value`` overrides. Every key that may be set must already exist after the first four
+layers, so a typo in ``--set`` is an error that names the key (with "did you mean").
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+HARNESS_DEFAULTS: dict[str, Any] = {
+    "backbone": {"name": "tvr-tiny", "pretrained": None},
+    "data": {
+        "max_frames": 12,
+        "max_words": 32,
+        "sample_fps": 1.0,
+        # what to do with a caption longer than max_words tokens: "error" or "truncate" (CLIP4Clip truncates
+        # to max_words-1 tokens + [EOT]); real datasets declare "truncate", the embedded one "error".
+        "text_overflow": "error",
+        "root": None,
+        "cache_dir": None,  # None: $TVR_BENCH_CACHE or ~/.cache/tvr-bench
+        "memory_cache": True,  # keep decoded, preprocessed frames of each video in RAM for the run
+        "allow_missing": False,  # never shrink a test set silently
+    },
+    "method": {},
+    "train": {
+        "epochs": 5,
+        "batch_size": 128,
+        "lr": 1e-4,  # new modules (temporal transformer, score matrices, ...)
+        "coef_lr": 1e-3,  # backbone lr = lr * coef_lr (CLIP4Clip lineage)
+        "weight_decay": 0.2,
+        "betas": [0.9, 0.98],
+        "eps": 1e-6,
+        "warmup_proportion": 0.1,
+        "grad_clip": 1.0,
+        "optimizer": "bertadam",  # or "adamw"
+        "precision": "auto",  # auto: AMP (fp16 autocast) on CUDA, fp32 on CPU; or "fp32" / "amp"
+        "num_workers": 0,
+        "select_on": "val",  # best checkpoint chosen on this split (never "test")
+        "select_metric": "t2v/R@1",
+        "max_steps": None,  # cap on optimisation steps (debugging); None = epochs x steps per epoch
+        "log_every": 10,
+    },
+    "eval": {"batch_size": 64, "chunk_size": 256, "tie_policy": "pessimistic"},
+    "cost": {
+        "enabled": True,
+        "flops_block": [4, 8],  # (texts, videos) of the block whose FLOPs are divided per pair
+        "latency_gallery": None,  # None: the test gallery size
+        "latency_min_run_time": 0.5,
+    },
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # Shrinks data, model and epochs so a run finishes in well under a minute on 2 CPU cores (tests, CI).
+    "smoke": {
+        "backbone": {"name": "tvr-tiny"},
+        "data": {"synthetic": {"n_train": 48, "n_val": 16, "n_test": 24, "captions_per_video_train": 2}},
+        "train": {"epochs": 2, "batch_size": 16},
+        "eval": {"batch_size": 16, "chunk_size": 8},
+        "cost": {"latency_min_run_time": 0.05},
+    },
+}
+
+
+def deep_merge(base: dict, update: dict, *, path: str = "", strict: bool = False) -> dict:
+    """Merge ``update`` into a copy of ``base``. With ``strict`` every key must already exist in ``base``."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        full = f"{path}{key}"
+        if strict and key not in out:
+            raise ConfigError(_unknown_key_message(full, base, path))
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value, path=f"{full}.", strict=strict)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def flat_keys(cfg: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in cfg.items():
+        if isinstance(v, dict) and v:
+            keys.extend(flat_keys(v, f"{prefix}{k}."))
+        else:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def _unknown_key_message(full: str, base: dict, path: str) -> str:
+    candidates = [f"{path}{k}" for k in base] if path else []
+    close = difflib.get_close_matches(full, candidates, n=3, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"unknown config key {full!r}.{hint}"
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+    return key, value
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> tuple[dict, dict[str, Any]]:
+    """Apply ``key=value`` strings; returns (new config, {key: value} as applied)."""
+    out = copy.deepcopy(cfg)
+    applied: dict[str, Any] = {}
+    all_keys = flat_keys(cfg)
+    for text in overrides:
+        key, value = parse_override(text)
+        node = out
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if not isinstance(node, dict) or part not in node:
+                close = difflib.get_close_matches(key, all_keys, n=3, cutoff=0.6)
+                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                raise ConfigError(f"unknown config key {key!r} in --set.{hint}")
+            if last:
+                if isinstance(node[part], dict) and node[part]:
+                    raise ConfigError(f"--set {key}: is a section, set one of its keys instead")
+                node[part] = value
+            else:
+                node = node[part]
+        applied[key] = value
+    return out, applied
+
+
+def resolve_config(
+    *,
+    method_cls,
+    dataset_cls,
+    preset: str = "default",
+    overrides: list[str] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> tuple[dict, dict[str, Any]]:
+    if preset not in PRESETS:
+        close = difflib.get_close_matches(preset, list(PRESETS), n=2)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown preset {preset!r}.{hint} Available: {', '.join(PRESETS)}")
+    cfg = copy.deepcopy(HARNESS_DEFAULTS)
+    cfg = deep_merge(cfg, dataset_cls.config_defaults())  # datasets may add data.<name> sections
+    cfg["method"] = copy.deepcopy(method_cls.default_options())
+    per_dataset = method_cls.info.defaults.get(dataset_cls.info.name, {})
+    cfg = deep_merge(cfg, per_dataset, strict=True)
+    cfg = deep_merge(cfg, PRESETS[preset], strict=True)
+    cfg, applied = apply_overrides(cfg, overrides or [])
+    cfg["run"] = {"method": method_cls.info.name, "dataset": dataset_cls.info.name, "seed": seed,
+                  "device": device, "preset": preset, "overrides": applied}
+    validate_config(cfg)
+    return cfg, applied
+
+
+def validate_config(cfg: dict) -> None:
+    d, t, e = cfg["data"], cfg["train"], cfg["eval"]
+    if d["text_overflow"] not in ("error", "truncate"):
+        raise ConfigError(f"data.text_overflow must be 'error' or 'truncate', got {d['text_overflow']!r}")
+    for key, section in (("data.max_frames", d["max_frames"]), ("data.max_words", d["max_words"]),
+                         ("train.epochs", t["epochs"]), ("train.batch_size", t["batch_size"]),
+                         ("eval.batch_size", e["batch_size"]), ("eval.chunk_size", e["chunk_size"])):
+        if not isinstance(section, int) or isinstance(section, bool) or section < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {section!r}")
+    if d["max_words"] < 3:
+        raise ConfigError("data.max_words must be >= 3 ([SOT], one token, [EOT])")
+    if t["select_on"] == "test":
+        raise ConfigError("train.select_on='test' is refused: checkpoints are selected on a validation split")
+    if t["select_on"] not in ("val", "last"):
+        raise ConfigError(f"train.select_on must be 'val' or 'last', got {t['select_on']!r}")
+    if t["precision"] not in ("auto", "fp32", "amp"):
+        raise ConfigError(f"train.precision must be auto, fp32 or amp, got {t['precision']!r}")
+    if e["tie_policy"] not in ("pessimistic", "optimistic", "mean"):
+        raise ConfigError(f"eval.tie_policy must be pessimistic, optimistic or mean, got {e['tie_policy']!r}")

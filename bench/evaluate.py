@@ -1,0 +1,81 @@
+"""Evaluation: encode the gallery once (video side cached), encode the queries, score in bounded chunks, rank.
+
+The similarity matrix is assembled block by block: each (text chunk, video chunk) block goes through the
+method's ``score`` so per-pair intermediates (GLCCL's [N_t, N_v, L, D] word-guided features, for instance)
+never exceed ``chunk_size`` texts x ``chunk_size`` videos, whatever the gallery size.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch.utils.data import DataLoader
+
+from . import metrics as M
+from .data import FrameStore, TokenizedCaptions, VideoDataset
+
+State = dict[str, torch.Tensor]
+
+
+def concat_states(states: Iterable[State]) -> State:
+    states = list(states)
+    return {k: torch.cat([s[k] for s in states], dim=0) for k in states[0]}
+
+
+def slice_state(state: State, sl: slice) -> State:
+    return {k: v[sl] for k, v in state.items()}
+
+
+def state_to(state: State, device) -> State:
+    return {k: v.to(device) for k, v in state.items()}
+
+
+@torch.no_grad()
+def encode_videos(method, store: FrameStore, split, batch_size: int, device, autocast) -> State:
+    loader = DataLoader(VideoDataset(split, store), batch_size=batch_size, shuffle=False)
+    out = []
+    for frames, mask in loader:
+        with autocast():
+            out.append(state_to(method.encode_video(frames.to(device), mask.to(device)), device))
+    return {k: v.float() if v.is_floating_point() else v for k, v in concat_states(out).items()}
+
+
+@torch.no_grad()
+def encode_texts(method, captions: TokenizedCaptions, batch_size: int, device, autocast) -> State:
+    out = []
+    for start in range(0, captions.tokens.shape[0], batch_size):
+        sl = slice(start, start + batch_size)
+        with autocast():
+            out.append(method.encode_text(captions.tokens[sl].to(device), captions.mask[sl].to(device)))
+    return {k: v.float() if v.is_floating_point() else v for k, v in concat_states(out).items()}
+
+
+@torch.no_grad()
+def similarity_matrix(method, text: State, video: State, chunk_size: int, autocast) -> torch.Tensor:
+    """[N_t, N_v] float32 on the CPU, computed in chunk_size x chunk_size blocks."""
+    n_t = next(iter(text.values())).shape[0]
+    n_v = next(iter(video.values())).shape[0]
+    sim = torch.empty(n_t, n_v, dtype=torch.float32)
+    for ts in range(0, n_t, chunk_size):
+        t_blk = slice_state(text, slice(ts, ts + chunk_size))
+        for vs in range(0, n_v, chunk_size):
+            v_blk = slice_state(video, slice(vs, vs + chunk_size))
+            with autocast():
+                block = method.score(t_blk, v_blk)
+            sim[ts: ts + chunk_size, vs: vs + chunk_size] = block.float().cpu()
+    return sim
+
+
+def evaluate_split(method, split, store: FrameStore, captions: TokenizedCaptions, *, batch_size: int,
+                   chunk_size: int, tie_policy: str, device, autocast) -> dict:
+    was_training = method.training
+    method.eval()
+    try:
+        video = encode_videos(method, store, split, batch_size, device, autocast)
+        text = encode_texts(method, captions, batch_size, device, autocast)
+        sim = similarity_matrix(method, text, video, chunk_size, autocast)
+    finally:
+        method.train(was_training)
+    result = M.retrieval_metrics(sim, split.text_to_video(), chunk_size=max(chunk_size, 256), tie_policy=tie_policy)
+    return result

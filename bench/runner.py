@@ -1,0 +1,171 @@
+"""One run = (method, dataset, seed): resolve config, build, train, select, evaluate, measure cost, record.
+
+Nothing is written to the output folder until the record is complete; the record itself is written
+atomically. Checkpoints live beside it (``checkpoints/<run>/``) so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import cost as C
+from . import provenance
+from .backbone import build_backbone
+from .config import resolve_config
+from .data import FrameStore, PairDataset, preflight_videos, tokenize_captions
+from .errors import ConfigError
+from .evaluate import encode_videos, evaluate_split
+from .records import SCHEMA_VERSION, record_exists, record_filename, write_record
+from .registry import DATASETS, METHODS
+from .train import Trainer, autocast_factory, seed_everything
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TVR_BENCH_CACHE", Path.home() / ".cache" / "tvr-bench"))
+
+
+def config_hash(cfg: dict) -> str:
+    """Hash of everything that determines the trained weights (not the device or output paths)."""
+    keep = {k: v for k, v in cfg.items() if k not in ("run", "cost", "eval")}
+    keep["seed"] = cfg["run"]["seed"]
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def _metric_block(result: dict) -> dict:
+    return {"t2v": result["t2v"], "v2t": result["v2t"]}
+
+
+def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, preset: str = "default",
+            overrides: list[str] | None = None, device: str = "cpu", overwrite: bool = False,
+            log: Callable[[str], None] = print, command: list[str] | None = None) -> Path | None:
+    method_cls = METHODS.get(method_name)
+    dataset_cls = DATASETS.get(dataset_name)
+    dev = resolve_device(device)
+    cfg, _ = resolve_config(method_cls=method_cls, dataset_cls=dataset_cls, preset=preset,
+                            overrides=overrides, seed=seed, device=str(dev))
+    out_dir = Path(out_dir)
+    if not overwrite and record_exists(out_dir, method_name, dataset_name, seed):
+        log(f"skip {method_name} on {dataset_name} seed {seed}: record exists (use --overwrite to rerun)")
+        return None
+    started = provenance.now_iso()
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    d = cfg["data"]
+
+    # -- data (validated before any training: a bad video or caption stops the run here) --
+    cache_dir = Path(d["cache_dir"]) if d["cache_dir"] else default_cache_dir()
+    dataset = dataset_cls(cfg, cache_dir=cache_dir)
+    t0 = time.perf_counter()
+    splits = {name: dataset.load_split(name) for name in
+              dict.fromkeys([dataset.train_split, dataset.val_split, dataset.test_split])}
+    for split in splits.values():
+        preflight_videos(split)
+    timings["data_prepare_s"] = time.perf_counter() - t0
+
+    seed_everything(seed)
+    backbone = build_backbone(cfg["backbone"]["name"], cfg["backbone"]["pretrained"])
+    method = method_cls(backbone, cfg["method"], max_frames=d["max_frames"], max_words=d["max_words"]).to(dev)
+    tokens = {name: tokenize_captions(s, backbone, d["max_words"], d["text_overflow"]) for name, s in splits.items()}
+    stores = {name: FrameStore(s, backbone.preprocess, d["max_frames"], d["sample_fps"], d["memory_cache"])
+              for name, s in splits.items()}
+    autocast, _ = autocast_factory(dev, cfg["train"]["precision"])
+    e = cfg["eval"]
+
+    def evaluate(split_name: str) -> dict:
+        return evaluate_split(method, splits[split_name], stores[split_name], tokens[split_name],
+                              batch_size=e["batch_size"], chunk_size=e["chunk_size"], tie_policy=e["tie_policy"],
+                              device=dev, autocast=autocast)
+
+    run_name = record_filename(method_name, dataset_name, seed)[: -len(".json")]
+    ckpt_dir = out_dir / "checkpoints" / run_name
+    chash = config_hash(cfg)
+    log(f"== {method_name} on {dataset_name}, seed {seed} ({preset} preset, device {dev}) ==")
+    t0 = time.perf_counter()
+    train_state = None
+    if cfg["train"]["epochs"] > 0:
+        trainer = Trainer(method, cfg, device=dev, ckpt_dir=ckpt_dir, config_hash=chash, log=log)
+        pairs = PairDataset(splits[dataset.train_split], tokens[dataset.train_split], stores[dataset.train_split])
+        train_state = trainer.fit(pairs, (lambda: evaluate(dataset.val_split)), seed=seed)
+    timings["train_s"] = time.perf_counter() - t0
+
+    # -- test: the last epoch, then the checkpoint selected on validation --
+    t0 = time.perf_counter()
+    last_result = evaluate(dataset.test_split)
+    selection = "last epoch"
+    report_result, meter = last_result, None
+    best_path = ckpt_dir / "best.pt"
+    if train_state is not None and cfg["train"]["select_on"] == "val" and best_path.exists():
+        ck = torch.load(best_path, map_location=dev, weights_only=False)
+        if ck.get("config_hash") != chash:
+            raise RuntimeError(f"{best_path} belongs to another configuration")
+        method.load_state_dict(ck["model"])
+        selection = f"best {cfg['train']['select_metric']} on split '{dataset.val_split}' (epoch {ck['epoch']})"
+    meter = C.MemoryMeter(dev)
+    with meter.measure():
+        report_result = evaluate(dataset.test_split)
+    timings["test_eval_s"] = time.perf_counter() - t0
+
+    # -- cost --
+    t0 = time.perf_counter()
+    test = splits[dataset.test_split]
+    flops = C.flop_profile(method, max_words=d["max_words"], max_frames=d["max_frames"],
+                           gallery_size=len(test.videos), block=tuple(cfg["cost"]["flops_block"]), device=dev)
+    gallery_state = encode_videos(method, stores[dataset.test_split], test, e["batch_size"], dev, autocast)
+    latency = C.query_latency(method, gallery_state, max_words=d["max_words"], chunk_size=e["chunk_size"],
+                              device=dev, autocast=autocast, min_run_time=cfg["cost"]["latency_min_run_time"])
+    timings["cost_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+
+    metrics = _metric_block(report_result)
+    metrics["last_epoch"] = _metric_block(last_result)
+    metrics["selection"] = selection
+    metrics["conventions"] = report_result["conventions"]
+    metrics["n_queries"] = {"t2v": report_result["n_queries_t2v"], "v2t": report_result["n_queries_v2t"]}
+    metrics["gallery"] = {"t2v": report_result["gallery_t2v"], "v2t": report_result["gallery_v2t"]}
+    prov = provenance.collect(dev, command)
+    prov.update(started_at=started, finished_at=provenance.now_iso())
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "run",
+        "method": method_name,
+        "dataset": dataset_name,
+        "seed": seed,
+        "metrics": metrics,
+        "cost": {
+            "params": C.param_counts(method),
+            "flops": flops,
+            "memory": meter.as_dict(),
+            "latency_ms": latency,
+            "device": prov["device"],
+        },
+        "protocol": {**dataset.describe(), "test": test.summary(),
+                     "fingerprint": test.fingerprint(),
+                     "captions_truncated": {k: v.n_truncated for k, v in tokens.items()}},
+        "training": {"history": train_state.history if train_state else [],
+                     "best_epoch": train_state.best_epoch if train_state else None,
+                     "config_hash": chash},
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "config": cfg,
+        "provenance": prov,
+    }
+    path = write_record(record, out_dir)
+    t2v, v2t = metrics["t2v"], metrics["v2t"]
+    log(f"-> {path}  t2v R@1 {t2v['R@1']:.1f}  v2t R@1 {v2t['R@1']:.1f}  "
+        f"(chance {100 / len(test.videos):.2f}; {timings['total_s']:.0f} s)")
+    return path

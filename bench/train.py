@@ -1,0 +1,216 @@
+"""The one training loop every method runs through.
+
+The harness owns data order, optimisation (BertAdam, separate backbone/new-module learning rates, weight
+decay, warm-up + cosine, global gradient clipping), precision (fp16 autocast + GradScaler on CUDA), seeding,
+checkpoints (``last.pt`` every epoch, ``best.pt`` selected on the validation split — never on test) and
+resume. The contrastive loss is computed on *gathered* states, so multi-process (torchrun) training only has
+to initialise the process group: every rank then scores the whole global batch, as the CLIP4Clip lineage does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .optim import build_optimizer, build_scheduler
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def autocast_factory(device: torch.device, precision: str) -> tuple[Callable, bool]:
+    use_amp = precision == "amp" or (precision == "auto" and device.type == "cuda")
+    if use_amp and device.type != "cuda":
+        raise ValueError("train.precision=amp needs a CUDA device")
+    if use_amp:
+        return (lambda: torch.autocast("cuda", dtype=torch.float16)), True
+    return contextlib.nullcontext, False
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward returns this rank's slice of the gradient (CLIP4Clip's AllGather)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        world, rank = dist.get_world_size(), dist.get_rank()
+        out = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(out, x)
+        ctx.rank, ctx.n = rank, x.shape[0]
+        return torch.cat(out, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad[ctx.rank * ctx.n: (ctx.rank + 1) * ctx.n]
+
+
+def gather_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return state
+    return {k: _GatherWithGrad.apply(v.contiguous()) for k, v in state.items()}
+
+
+def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
+    """CLIP4Clip's CrossEn in both directions; positives on the diagonal; logits already scaled."""
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+
+
+class Trainer:
+    def __init__(self, method, cfg: dict, *, device: torch.device, ckpt_dir: Path, config_hash: str,
+                 log: Callable[[str], None] = print):
+        self.method = method
+        self.cfg = cfg
+        self.tcfg = cfg["train"]
+        self.device = device
+        self.ckpt_dir = ckpt_dir
+        self.config_hash = config_hash
+        self.log = log
+        self.autocast, self.amp = autocast_factory(device, self.tcfg["precision"])
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+
+    def fit(self, pair_dataset, evaluate_val: Callable[[], dict] | None, *, seed: int) -> TrainState:
+        tcfg = self.tcfg
+        batch = int(tcfg["batch_size"])
+        n = len(pair_dataset)
+        if n < 2:
+            raise ValueError("training needs at least 2 samples")
+        batch = min(batch, n)
+        steps_per_epoch = n // batch  # drop_last, as the official loaders
+        total = steps_per_epoch * int(tcfg["epochs"])
+        if tcfg.get("max_steps"):
+            total = min(total, int(tcfg["max_steps"]))
+        optimizer = build_optimizer(self.method, tcfg)
+        scheduler = build_scheduler(optimizer, total, float(tcfg["warmup_proportion"]))
+        state = TrainState()
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        last = self.ckpt_dir / "last.pt"
+        if last.exists():
+            ck = torch.load(last, map_location=self.device, weights_only=False)
+            if ck.get("config_hash") == self.config_hash:
+                self.method.load_state_dict(ck["model"])
+                optimizer.load_state_dict(ck["optimizer"])
+                scheduler.load_state_dict(ck["scheduler"])
+                if self.scaler is not None and ck.get("scaler"):
+                    self.scaler.load_state_dict(ck["scaler"])
+                state = TrainState(**ck["train_state"])
+                _set_rng_state(ck["rng"])
+                self.log(f"resumed from {last} after epoch {state.epoch} (step {state.step})")
+            else:
+                self.log(f"ignoring {last}: it was written by a different configuration")
+        self.method.to(self.device)
+        epochs = int(tcfg["epochs"])
+        while state.epoch < epochs and state.step < total:
+            epoch = state.epoch
+            # the order of epoch e depends only on (seed, e): a resumed run sees the same batches
+            gen = torch.Generator().manual_seed(seed * 1000003 + epoch)
+            loader = DataLoader(pair_dataset, batch_size=batch, shuffle=True, drop_last=True, generator=gen,
+                                num_workers=int(tcfg["num_workers"]))
+            self.method.train()
+            t0 = time.perf_counter()
+            sums: dict[str, float] = {}
+            seen = 0
+            for tokens, tmask, frames, vmask in loader:
+                if state.step >= total:
+                    break
+                losses = self._step(tokens, tmask, frames, vmask, optimizer, scheduler)
+                state.step += 1
+                seen += 1
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if tcfg["log_every"] and state.step % int(tcfg["log_every"]) == 0:
+                    self.log(f"  epoch {epoch + 1}/{epochs} step {state.step}/{total} "
+                             + " ".join(f"{k}={v:.4f}" for k, v in losses.items()))
+            entry: dict[str, Any] = {"epoch": epoch + 1, "steps": state.step,
+                                     "seconds": round(time.perf_counter() - t0, 3),
+                                     **{f"loss_{k}": v / max(seen, 1) for k, v in sums.items()}}
+            if evaluate_val is not None and tcfg["select_on"] == "val":
+                val = evaluate_val()
+                d, m = tcfg["select_metric"].split("/")
+                value = float(val[d][m])
+                entry["val"] = {d: val[d]}
+                higher = not m.startswith(("MdR", "MnR"))
+                better = state.best_value is None or (value > state.best_value if higher else value < state.best_value)
+                if better:
+                    state.best_value, state.best_epoch = value, epoch + 1
+                    _atomic_save({"model": self.method.state_dict(), "epoch": epoch + 1,
+                                  "config_hash": self.config_hash}, self.ckpt_dir / "best.pt")
+            state.epoch = epoch + 1
+            state.history.append(entry)
+            self.log(f"epoch {epoch + 1}/{epochs}: " + ", ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()
+                if k not in ("epoch", "val")) + (f", val {tcfg['select_metric']}={entry['val']}" if "val" in entry else ""))
+            _atomic_save({
+                "model": self.method.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+                "train_state": state.__dict__, "rng": _rng_state(), "config_hash": self.config_hash,
+            }, last)
+        return state
+
+    def _step(self, tokens, tmask, frames, vmask, optimizer, scheduler) -> dict[str, float]:
+        dev = self.device
+        with self.autocast():
+            text = self.method.encode_text(tokens.to(dev), tmask.to(dev))
+            video = self.method.encode_video(frames.to(dev), vmask.to(dev))
+            text, video = gather_state(text), gather_state(video)
+            logits, parts = self.method.score_with_parts(text, video)
+            logits = logits.float()
+            nce = symmetric_infonce(logits)
+            extras = self.method.extra_losses(logits, {k: v.float() for k, v in parts.items()})
+            loss = nce + sum(extras.values()) if extras else nce
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {scheduler.last_epoch}: nce={nce.item()} "
+                                     + " ".join(f"{k}={v.item()}" for k, v in extras.items()))
+        optimizer.zero_grad(set_to_none=True)
+        params = [p for p in self.method.parameters() if p.requires_grad]
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, float(self.tcfg["grad_clip"]))
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, float(self.tcfg["grad_clip"]))
+            optimizer.step()
+        scheduler.step()
+        self.method.backbone.clamp_logit_scale()
+        return {"loss": loss.item(), "nce": nce.item(), **{k: v.item() for k, v in extras.items()}}

@@ -1,0 +1,611 @@
+"""The embedded synthetic benchmark: short videos of coloured shapes, captions that describe only part of them.
+
+Each video is a sequence of ``events_per_video`` distinct *events*, each ``seconds_per_event``
+seconds long. An event is a (shape, colour, motion, background) combination: a filled shape of one
+colour moving across (or pulsing on) a plain background. A caption describes only some of a video's
+events (``caption_coverage``), in temporal order, e.g. ``"red circle left on black, then blue
+square up on gray"``: the partial relevance between a caption and a video that GLCCL targets.
+Hard negatives: some videos copy one or two events from another video of the same split, so a
+caption can match a wrong video in part.
+
+Everything is deterministic from the seed and the parameters: the same call writes the same
+annotation file and videos that decode to the same frames. Random streams are derived per split and
+per video (``SeedSequence([seed, split, video, purpose])``), so a split's videos do not depend on the
+sizes of the other splits.
+
+Layout under ``root``::
+
+    videos/<split>/<video_id>.mp4
+    annotations.json          written atomically and last: no annotations.json = incomplete
+
+``annotations.json``::
+
+    {"name": "synthetic", "format_version": 1, "generator_version": 1,
+     "params": {...all generator arguments...},
+     "fingerprint": sha256 hex of the canonical JSON of {"generator_version", "params"},
+     "vocabulary": {"shapes": [...], "colours": [...], "motions": [...], "backgrounds": [...]},
+     "splits": {"train"|"val"|"test": {
+         "videos": [{"id", "file" (relative to the annotation file's folder), "n_seconds", "n_frames",
+                     "fps", "events": [{"shape", "colour", "motion", "background"}, ...],
+                     "copied_from": null | {"video_id", "event_pairs": [[index here, index there], ...]},
+                     "shares_events_with": [ids of same-split videos holding an identical event]}],
+         "captions": [{"id", "video_id", "text", "event_indices": [...], "ambiguous": bool}]}}}
+
+A caption is ``ambiguous`` only when no event subset of its video avoids being wholly contained in
+another video of the split (practically never); the generator prefers subsets that are not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from tvr_bench.bench.errors import ConfigError, DataError
+from tvr_bench.bench.video import write_video
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "FORMAT_VERSION",
+    "SPLITS",
+    "SHAPES",
+    "COLOURS",
+    "MOTIONS",
+    "BACKGROUNDS",
+    "generate_synthetic",
+    "ensure_synthetic",
+    "load_synthetic_annotations",
+    "synthetic_params",
+    "params_fingerprint",
+    "n_described",
+    "render_event_frames",
+]
+
+FORMAT_VERSION = 1
+# Bump when the drawing, the sampling or the caption text changes: it is part of the fingerprint,
+# so cached benchmarks made by an older generator are not reused.
+GENERATOR_VERSION = 1
+ANNOTATION_FILE = "annotations.json"
+SPLITS = ("train", "val", "test")
+_SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
+# Purposes of the per-video random streams.
+_EVENTS, _CAPTIONS, _RENDER = 1, 2, 3
+_HARD_NEGATIVES = 4  # per split
+
+SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar")
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 30, 30),
+    "green": (40, 205, 40),
+    "blue": (45, 85, 255),
+    "yellow": (245, 230, 40),
+    "magenta": (230, 40, 230),
+    "cyan": (40, 230, 230),
+    "white": (250, 250, 250),
+    "orange": (255, 140, 0),
+}
+MOTIONS = ("left", "right", "up", "down", "still")
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "black": (0, 0, 0),
+    "gray": (100, 100, 100),
+    "dark blue": (15, 20, 105),
+    "dark green": (15, 85, 25),
+}
+# Colour/background pairs that read badly (same hue): never generated.
+_CLASHES = {("blue", "dark blue"), ("green", "dark green")}
+
+# Caption phrasing, kept compact: at coverage 0.5 with 4 events the longest caption stays well under
+# the synthetic benchmark's 32-token text context (checked by the tests with the CLIP tokenizer).
+_MOTION_WORDS = (
+    {"left": "left", "right": "right", "up": "up", "down": "down", "still": "pulsing"},
+    {"left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down", "still": "pulsing"},
+    {"left": "going left", "right": "going right", "up": "going up", "down": "going down", "still": "pulsing"},
+)
+_EVENT_TEMPLATES = (
+    "{colour} {shape} {motion} on {background}",
+    "{colour} {shape} on {background} {motion}",
+)
+_CONNECTORS = (", then ", " then ", ", later ", ", next ")
+
+_DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "events_per_video": 4,
+    "caption_coverage": 0.5,
+    "captions_per_video_train": 4,
+    "captions_per_video_eval": 1,
+    "hard_negative_rate": 0.5,
+    "frame_size": 64,
+    "seconds_per_event": 2,
+    "fps": 4,
+}
+_REQUIRED = ("n_train", "n_val", "n_test")
+_INT_PARAMS = (
+    "seed", "n_train", "n_val", "n_test", "events_per_video", "captions_per_video_train",
+    "captions_per_video_eval", "frame_size", "seconds_per_event", "fps",
+)
+_FLOAT_PARAMS = ("caption_coverage", "hard_negative_rate")
+
+Event = tuple[str, str, str, str]  # (shape, colour, motion, background)
+
+
+def _event_pool() -> list[Event]:
+    return [
+        (shape, colour, motion, background)
+        for shape in SHAPES
+        for colour in COLOURS
+        for motion in MOTIONS
+        for background in BACKGROUNDS
+        if (colour, background) not in _CLASHES
+    ]
+
+
+_POOL = _event_pool()
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------
+
+
+def synthetic_params(**params: Any) -> dict[str, Any]:
+    """Validate generator arguments, fill defaults, and return them in canonical form (sorted keys,
+    ints as ``int``, rates as ``float``). Raises :class:`ConfigError` on unknown, missing or bad values.
+    """
+    unknown = sorted(set(params) - set(_DEFAULTS) - set(_REQUIRED))
+    if unknown:
+        raise ConfigError(f"unknown synthetic dataset parameter(s): {', '.join(unknown)}")
+    missing = [k for k in _REQUIRED if k not in params]
+    if missing:
+        raise ConfigError(f"missing synthetic dataset parameter(s): {', '.join(missing)}")
+    merged = {**_DEFAULTS, **params}
+    out: dict[str, Any] = {}
+    for key in _INT_PARAMS:
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ConfigError(f"synthetic parameter {key} must be an integer, got {value!r}")
+        out[key] = int(value)
+    for key in _FLOAT_PARAMS:
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ConfigError(f"synthetic parameter {key} must be a number, got {value!r}")
+        out[key] = float(value)
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"synthetic parameter {message}")
+
+    need(out["seed"] >= 0, f"seed must be >= 0, got {out['seed']}")
+    for key in ("n_train", "n_val", "n_test"):
+        need(out[key] >= 0, f"{key} must be >= 0, got {out[key]}")
+    need(1 <= out["events_per_video"] <= len(_POOL),
+         f"events_per_video must be in 1..{len(_POOL)}, got {out['events_per_video']}")
+    need(0.0 < out["caption_coverage"] <= 1.0,
+         f"caption_coverage must be in (0, 1], got {out['caption_coverage']}")
+    for key in ("captions_per_video_train", "captions_per_video_eval"):
+        need(out[key] >= 1, f"{key} must be >= 1, got {out[key]}")
+    need(0.0 <= out["hard_negative_rate"] <= 1.0,
+         f"hard_negative_rate must be in [0, 1], got {out['hard_negative_rate']}")
+    need(out["frame_size"] >= 16 and out["frame_size"] % 2 == 0,
+         f"frame_size must be an even number >= 16, got {out['frame_size']}")
+    need(out["seconds_per_event"] >= 1, f"seconds_per_event must be >= 1, got {out['seconds_per_event']}")
+    need(out["fps"] >= 1, f"fps must be >= 1, got {out['fps']}")
+    return dict(sorted(out.items()))
+
+
+def params_fingerprint(params: dict[str, Any], generator_version: int = GENERATOR_VERSION) -> str:
+    """sha256 hex digest of the canonical JSON of the (canonical) params and the generator version."""
+    payload = {"generator_version": generator_version, "params": params}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def n_described(events_per_video: int, caption_coverage: float) -> int:
+    """How many events a caption describes: ``max(1, round(coverage * events))`` (halves round up)."""
+    return min(events_per_video, max(1, math.floor(caption_coverage * events_per_video + 0.5)))
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing
+# --------------------------------------------------------------------------------------------
+
+
+def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    ax, ay = np.abs(dx), np.abs(dy)
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        return np.maximum(ax, ay) <= 0.85 * r
+    if shape == "triangle":  # apex up
+        return (dy >= -r) & (dy <= 0.8 * r) & (ax <= (dy + r) * 0.6)
+    if shape == "cross":
+        return ((ax <= 0.3 * r) & (ay <= r)) | ((ay <= 0.3 * r) & (ax <= r))
+    if shape == "ring":
+        d2 = dx * dx + dy * dy
+        return (d2 <= r * r) & (d2 >= (0.55 * r) ** 2)
+    if shape == "bar":  # horizontal
+        return (ax <= 1.1 * r) & (ay <= 0.35 * r)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def render_event_frames(
+    event: Event, n_frames: int, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw one event as ``n_frames`` uint8 RGB frames ``[n_frames, size, size, 3]``.
+
+    Moving shapes cross the frame in the named direction over the event (image "up" = towards row
+    0); a ``still`` shape stays put and pulses (one grow-and-shrink cycle per event). ``rng`` jitters
+    the size and the off-axis position, so two videos holding the same event do not look identical.
+    """
+    shape, colour, motion, background = event
+    radius = size * rng.uniform(0.13, 0.17)
+    offset = size * rng.uniform(-0.12, 0.12, size=2)
+    frames = np.empty((n_frames, size, size, 3), dtype=np.uint8)
+    frames[...] = np.asarray(BACKGROUNDS[background], dtype=np.uint8)
+    grid = np.arange(size, dtype=np.float32) + 0.5
+    yy, xx = grid[:, None], grid[None, :]
+    fg = np.asarray(COLOURS[colour], dtype=np.uint8)
+    centre = size / 2.0
+    lo, hi = 0.22 * size, 0.78 * size
+    for f in range(n_frames):
+        t = (f + 0.5) / n_frames
+        cx, cy, r = centre + offset[0], centre + offset[1], radius
+        if motion == "left":
+            cx = hi - (hi - lo) * t
+        elif motion == "right":
+            cx = lo + (hi - lo) * t
+        elif motion == "up":
+            cy = hi - (hi - lo) * t
+        elif motion == "down":
+            cy = lo + (hi - lo) * t
+        elif motion == "still":
+            r = radius * (1.0 + 0.35 * math.sin(2.0 * math.pi * t))
+        else:
+            raise ValueError(f"unknown motion {motion!r}")
+        frames[f][_shape_mask(shape, xx - cx, yy - cy, r)] = fg
+    return frames
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(key))))
+
+
+def _event_dict(event: Event) -> dict[str, str]:
+    shape, colour, motion, background = event
+    return {"shape": shape, "colour": colour, "motion": motion, "background": background}
+
+
+def _caption_text(events: list[Event], template: int, words: int, connector: int) -> str:
+    phrases = [
+        _EVENT_TEMPLATES[template].format(
+            colour=c, shape=s, motion=_MOTION_WORDS[words][m], background=b
+        )
+        for s, c, m, b in events
+    ]
+    return _CONNECTORS[connector].join(phrases)
+
+
+def _candidate_subsets(n_events: int, k: int, rng: np.random.Generator, limit: int = 2000) -> list[tuple[int, ...]]:
+    if math.comb(n_events, k) <= limit:
+        subsets = list(itertools.combinations(range(n_events), k))
+        return [subsets[i] for i in rng.permutation(len(subsets))]
+    seen: dict[tuple[int, ...], None] = {}
+    for _ in range(limit):
+        seen.setdefault(tuple(sorted(int(x) for x in rng.choice(n_events, size=k, replace=False))), None)
+    return list(seen)
+
+
+def _build_split(split: str, n_videos: int, p: dict[str, Any]) -> tuple[list[dict], list[dict], list[list[Event]]]:
+    seed, code = p["seed"], _SPLIT_CODES[split]
+    n_events = p["events_per_video"]
+    fps, spe = p["fps"], p["seconds_per_event"]
+    ids = [f"{split}-{i:05d}" for i in range(n_videos)]
+
+    # 1. Each video's own events: distinct draws from the pool.
+    events: list[list[Event]] = []
+    for i in range(n_videos):
+        picks = _rng(seed, code, i, _EVENTS).choice(len(_POOL), size=n_events, replace=False)
+        events.append([_POOL[int(j)] for j in picks])
+
+    # 2. Hard negatives: some videos copy 1-2 events from an earlier video of the split (whose
+    #    events are final by then). At least one own event always remains.
+    copied_from: list[dict | None] = [None] * n_videos
+    hn = _rng(seed, code, 0, _HARD_NEGATIVES)
+    max_copy = min(2, n_events - 1)
+    for i in range(1, n_videos):
+        if max_copy < 1 or hn.random() >= p["hard_negative_rate"]:
+            continue
+        src = int(hn.integers(0, i))
+        m = int(hn.integers(1, max_copy + 1))
+        own = set(events[i])
+        candidates = [j for j, e in enumerate(events[src]) if e not in own]
+        if not candidates:
+            continue
+        m = min(m, len(candidates))
+        src_idx = sorted(int(j) for j in hn.choice(candidates, size=m, replace=False))
+        dst_idx = sorted(int(j) for j in hn.choice(n_events, size=m, replace=False))
+        for d, s in zip(dst_idx, src_idx):
+            events[i][d] = events[src][s]
+        copied_from[i] = {"video_id": ids[src], "event_pairs": [[d, s] for d, s in zip(dst_idx, src_idx)]}
+
+    # Which videos hold each event (copies and chance coincidences alike).
+    holders: dict[Event, set[int]] = {}
+    for i, evs in enumerate(events):
+        for e in evs:
+            holders.setdefault(e, set()).add(i)
+
+    # 3. Captions: distinct event subsets, preferring subsets not wholly contained in another video.
+    k = n_described(n_events, p["caption_coverage"])
+    n_caps = p["captions_per_video_train"] if split == "train" else p["captions_per_video_eval"]
+    n_styles = len(_EVENT_TEMPLATES) * len(_MOTION_WORDS) * len(_CONNECTORS)
+    videos, captions = [], []
+    for i in range(n_videos):
+        rng = _rng(seed, code, i, _CAPTIONS)
+        subsets = _candidate_subsets(n_events, k, rng)
+
+        def ambiguous(sub: tuple[int, ...]) -> bool:
+            common = set.intersection(*(holders[events[i][j]] for j in sub)) - {i}
+            return bool(common)
+
+        clear = [s for s in subsets if not ambiguous(s)]
+        pool, is_ambiguous = (clear, False) if clear else (subsets, True)
+        texts: set[str] = set()
+        for c in range(n_caps):
+            sub = pool[c % len(pool)]
+            described = [events[i][j] for j in sub]
+            text = ""
+            for _ in range(4 * n_styles):
+                style = int(rng.integers(n_styles))
+                template, rest = divmod(style, len(_MOTION_WORDS) * len(_CONNECTORS))
+                words, connector = divmod(rest, len(_CONNECTORS))
+                text = _caption_text(described, template, words, connector)
+                if text not in texts:
+                    break
+            texts.add(text)
+            captions.append({
+                "id": f"{ids[i]}-c{c}",
+                "video_id": ids[i],
+                "text": text,
+                "event_indices": list(sub),
+                "ambiguous": is_ambiguous,
+            })
+        shares = sorted(set().union(*(holders[e] for e in events[i])) - {i})
+        videos.append({
+            "id": ids[i],
+            "file": f"videos/{split}/{ids[i]}.mp4",
+            "n_seconds": n_events * spe,
+            "n_frames": n_events * spe * fps,
+            "fps": fps,
+            "events": [_event_dict(e) for e in events[i]],
+            "copied_from": copied_from[i],
+            "shares_events_with": [ids[j] for j in shares],
+        })
+    return videos, captions, events
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=False, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def generate_synthetic(
+    root: Path,
+    *,
+    seed: int = 0,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    events_per_video: int = 4,
+    caption_coverage: float = 0.5,
+    captions_per_video_train: int = 4,
+    captions_per_video_eval: int = 1,
+    hard_negative_rate: float = 0.5,
+    frame_size: int = 64,
+    seconds_per_event: int = 2,
+    fps: int = 4,
+) -> Path:
+    """Generate the synthetic benchmark under ``root`` and return the path of its annotation file.
+
+    Any existing ``annotations.json`` in ``root`` is removed first and the new one is written last
+    (atomically), so an interrupted run leaves no annotation file behind. See the module docstring
+    for the layout and the annotation format.
+    """
+    p = synthetic_params(
+        seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, events_per_video=events_per_video,
+        caption_coverage=caption_coverage, captions_per_video_train=captions_per_video_train,
+        captions_per_video_eval=captions_per_video_eval, hard_negative_rate=hard_negative_rate,
+        frame_size=frame_size, seconds_per_event=seconds_per_event, fps=fps,
+    )
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    ann_path = root / ANNOTATION_FILE
+    ann_path.unlink(missing_ok=True)
+
+    frames_per_event = p["seconds_per_event"] * p["fps"]
+    splits: dict[str, dict[str, list]] = {}
+    for split in SPLITS:
+        videos, captions, events = _build_split(split, p[f"n_{split}"], p)
+        (root / "videos" / split).mkdir(parents=True, exist_ok=True)
+        for i, (video, evs) in enumerate(zip(videos, events)):
+            rng = _rng(p["seed"], _SPLIT_CODES[split], i, _RENDER)
+            frames = np.concatenate(
+                [render_event_frames(e, frames_per_event, p["frame_size"], rng) for e in evs]
+            )
+            write_video(root / video["file"], frames, p["fps"])
+        splits[split] = {"videos": videos, "captions": captions}
+
+    annotations = {
+        "name": "synthetic",
+        "format_version": FORMAT_VERSION,
+        "generator_version": GENERATOR_VERSION,
+        "params": p,
+        "fingerprint": params_fingerprint(p),
+        "vocabulary": {
+            "shapes": list(SHAPES),
+            "colours": list(COLOURS),
+            "motions": list(MOTIONS),
+            "backgrounds": list(BACKGROUNDS),
+        },
+        "splits": splits,
+    }
+    _write_json_atomic(ann_path, annotations)
+    return ann_path
+
+
+def load_synthetic_annotations(path: str | os.PathLike) -> dict:
+    """Read and check a synthetic annotation file (or the folder holding ``annotations.json``).
+
+    Raises :class:`DataError` naming the file if it is missing, not JSON, of another format version,
+    inconsistent with its fingerprint, or malformed (missing fields, captions of unknown videos,
+    event indices out of range). Video ``file`` entries are relative to the file's folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / ANNOTATION_FILE
+    if not path.is_file():
+        raise DataError(f"synthetic annotation file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read synthetic annotation file {path}: {exc}") from exc
+
+    def bad(message: str) -> DataError:
+        return DataError(f"malformed synthetic annotation file {path}: {message}")
+
+    if not isinstance(data, dict) or data.get("name") != "synthetic":
+        raise bad('expected a JSON object with "name": "synthetic"')
+    if data.get("format_version") != FORMAT_VERSION:
+        raise bad(f"format_version {data.get('format_version')!r}, expected {FORMAT_VERSION}")
+    params = data.get("params")
+    if not isinstance(params, dict):
+        raise bad('missing "params"')
+    expected = params_fingerprint(params, data.get("generator_version", GENERATOR_VERSION))
+    if data.get("fingerprint") != expected:
+        raise bad("fingerprint does not match params")
+    splits = data.get("splits")
+    if not isinstance(splits, dict) or any(s not in splits for s in SPLITS):
+        raise bad(f'"splits" must hold {", ".join(SPLITS)}')
+    all_ids: set[str] = set()
+    for split in SPLITS:
+        section = splits[split]
+        if not isinstance(section, dict):
+            raise bad(f"split {split} is not an object")
+        videos, captions = section.get("videos"), section.get("captions")
+        if not isinstance(videos, list) or not isinstance(captions, list):
+            raise bad(f'split {split} needs "videos" and "captions" lists')
+        n_events: dict[str, int] = {}
+        for v in videos:
+            if not isinstance(v, dict) or not all(k in v for k in ("id", "file", "n_seconds", "events")):
+                raise bad(f"split {split}: video entry without id/file/n_seconds/events: {v!r:.200}")
+            if v["id"] in all_ids:
+                raise bad(f"duplicate video id {v['id']!r}")
+            all_ids.add(v["id"])
+            n_events[v["id"]] = len(v["events"])
+        for c in captions:
+            if not isinstance(c, dict) or not all(k in c for k in ("id", "video_id", "text", "event_indices")):
+                raise bad(f"split {split}: caption entry without id/video_id/text/event_indices: {c!r:.200}")
+            if c["video_id"] not in n_events:
+                raise bad(f"split {split}: caption {c['id']!r} names unknown video {c['video_id']!r}")
+            if not c["text"] or any(not 0 <= j < n_events[c["video_id"]] for j in c["event_indices"]):
+                raise bad(f"split {split}: caption {c['id']!r} is empty or has event indices out of range")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock (POSIX ``flock``); a no-op where ``fcntl`` is unavailable (the
+    temp-folder-and-rename below still keeps concurrent generations from corrupting each other)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _is_complete(ann_path: Path, fingerprint: str) -> bool:
+    try:
+        data = json.loads(ann_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("fingerprint") == fingerprint
+
+
+def ensure_synthetic(cache_dir: str | os.PathLike, **params: Any) -> Path:
+    """Return the annotation file of the synthetic benchmark for ``params``, generating it on first use.
+
+    The benchmark lives in ``cache_dir/synthetic-<fingerprint[:12]>``; it is reused when its
+    ``annotations.json`` exists and carries the same fingerprint. Generation happens in a temporary
+    folder renamed into place, under a lock file, so concurrent processes neither duplicate the work
+    nor see a half-written benchmark.
+    """
+    p = synthetic_params(**params)
+    fp = params_fingerprint(p)
+    cache_dir = Path(cache_dir)
+    name = f"synthetic-{fp[:12]}"
+    target = cache_dir / name
+    ann_path = target / ANNOTATION_FILE
+    if _is_complete(ann_path, fp):
+        return ann_path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _file_lock(cache_dir / f".{name}.lock"):
+        if _is_complete(ann_path, fp):
+            return ann_path
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache_dir))
+        try:
+            generate_synthetic(tmp, **p)
+            if target.exists():  # incomplete or stale: move it aside, then drop it
+                stale = cache_dir / f".{name}.stale-{uuid.uuid4().hex[:8]}"
+                os.rename(target, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                # Another process (without working locks) got there first.
+                if not _is_complete(ann_path, fp):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return ann_path

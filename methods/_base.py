@@ -1,0 +1,90 @@
+"""The contract between a method and the harness.
+
+A method supplies three stages and nothing else (the harness owns data, optimisation, precision, seeding,
+checkpoints, evaluation and cost measurement):
+
+1. ``encode_text(tokens, mask) -> TextState``   query time (counted per query);
+2. ``encode_video(frames, mask) -> VideoState``  offline (cached per video; counted per video);
+3. ``score(text_state, video_state) -> [N_t, N_v]`` query time (counted per pair).
+
+States are plain ``dict[str, Tensor]`` whose tensors share their first (batch) dimension, so the harness can
+slice, concatenate, cache and all-gather them without knowing what they hold. ``score_with_parts`` and
+``extra_losses`` let a method add training losses (e.g. GLCCL's CSC) on top of the harness's symmetric
+InfoNCE over the returned logits.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from tvr_bench.bench.backbone import Backbone
+from tvr_bench.bench.registry import MethodInfo
+
+State = dict[str, torch.Tensor]
+
+
+class RetrievalMethod(nn.Module):
+    info: ClassVar[MethodInfo]
+    #: method.* options and their defaults (the official behaviour); deviations are named options, off by default
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def default_options(cls) -> dict[str, Any]:
+        return copy.deepcopy(cls.OPTIONS)
+
+    def __init__(self, backbone: Backbone, options: dict[str, Any], *, max_frames: int, max_words: int):
+        super().__init__()
+        self.backbone = backbone
+        self.options = dict(options)
+        self.max_frames = max_frames
+        self.max_words = max_words
+
+    # ---- stage 1: text (query time) -------------------------------------------------------------------
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
+        sentence, words = self.backbone.encode_text_tokens(tokens)
+        return {"sentence": sentence, "words": words, "text_mask": mask}
+
+    # ---- stage 2: video (offline) ---------------------------------------------------------------------
+    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> State:
+        return self.video_from_frames(self.backbone.encode_frames(frames), mask)
+
+    def video_from_frames(self, frame_features: torch.Tensor, mask: torch.Tensor) -> State:
+        """Video-side work after the image tower (temporal encoder, pooling). Offline."""
+        return {"frames": frame_features, "video_mask": mask}
+
+    # ---- stage 3: scoring (query time, per pair) ------------------------------------------------------
+    def score(self, text: State, video: State) -> torch.Tensor:
+        return self.score_with_parts(text, video)[0]
+
+    def score_with_parts(self, text: State, video: State) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def extra_losses(self, logits: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weighted extra training losses; the harness adds them to the symmetric InfoNCE."""
+        return {}
+
+    # ---- bookkeeping ----------------------------------------------------------------------------------
+    def head_modules(self) -> list[nn.Module]:
+        """Modules outside the backbone that take part in scoring/pooling (the "similarity head")."""
+        return [m for name, m in self.named_children() if name != "backbone"]
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        backbone_ids = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in backbone_ids]
+
+
+def l2norm(x: torch.Tensor) -> torch.Tensor:
+    """x / ||x|| as the CLIP4Clip lineage writes it (no epsilon)."""
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 1 of valid positions; an all-padding row divides by 1 (CLIP4Clip convention)."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    denom = m.sum(dim=1)
+    denom = torch.where(denom == 0, torch.ones_like(denom), denom)
+    return (x * m).sum(dim=1) / denom

@@ -1,0 +1,48 @@
+"""CLIP4Clip's "seqTransf" temporal encoder, shared by every method built on it.
+
+Z~ = Transformer_4(Z + P[:F]) + Z, with P a learnable frame-position table initialised from CLIP's *text*
+positional embedding and the 4 blocks initialised from CLIP text-transformer blocks 0-3 (deep copies of the
+backbone's own blocks, so width, heads and activation match the backbone). Padded key frames get an additive
+-1e6 in attention; padded slots still produce outputs (official behaviour).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from tvr_bench.bench.backbone import Backbone
+
+
+class SeqTransf(nn.Module):
+    def __init__(self, backbone: Backbone, num_layers: int = 4, *, init_from_text: bool = True):
+        super().__init__()
+        width = backbone.embed_dim
+        text_blocks = backbone.text_blocks()
+        pos = backbone.text_positional_embedding()
+        if backbone.spec.text_width != width or len(text_blocks) < num_layers:
+            raise ValueError(
+                f"seqTransf needs text width == embed dim and >= {num_layers} text blocks; backbone "
+                f"{backbone.spec.name} has width {backbone.spec.text_width}, embed {width}, "
+                f"{len(text_blocks)} blocks"
+            )
+        self.blocks = nn.ModuleList(copy.deepcopy(text_blocks[i]) for i in range(num_layers))
+        self.frame_position_embeddings = nn.Embedding(pos.shape[0], width)
+        if init_from_text:
+            with torch.no_grad():
+                self.frame_position_embeddings.weight.copy_(pos.detach())
+        self.n_head = self.blocks[0].attn.num_heads
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, f, _ = z.shape
+        if f > self.frame_position_embeddings.num_embeddings:
+            raise ValueError(f"{f} frames exceed the frame position table ({self.frame_position_embeddings.num_embeddings})")
+        x = z + self.frame_position_embeddings.weight[:f].unsqueeze(0).to(z.dtype)
+        # additive key mask, one [F, F] per (video, head), as CLIP4Clip's cross Transformer builds it
+        key_mask = (1.0 - mask.to(z.dtype)).unsqueeze(1) * -1000000.0
+        attn_mask = key_mask.expand(-1, f, -1).repeat_interleave(self.n_head, dim=0)
+        for block in self.blocks:
+            x = block(x, attn_mask=attn_mask)
+        return x + z

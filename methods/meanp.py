@@ -1,0 +1,39 @@
+"""CLIP4Clip meanP: parameter-free mean pooling of frame embeddings, a two-tower model.
+
+As the official ``_loose_similarity`` computes it: frames L2-normalised, masked mean over valid frames,
+normalised again; the [EOT] text feature normalised; logits = kappa * t·v. Untrained with CLIP weights it is
+the CLIP zero-shot baseline. (methods.md §3 writes the pooling as a plain mean of z_f; the official code
+normalises frames first and ignores padded frames, which is what is implemented.)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tvr_bench.bench.registry import MethodInfo, register_method
+
+from ._base import RetrievalMethod, State, l2norm, masked_mean
+
+
+@register_method
+class MeanPooling(RetrievalMethod):
+    info = MethodInfo(
+        name="meanp",
+        paper="Luo et al., CLIP4Clip: An Empirical Study of CLIP for End to End Video Clip Retrieval, "
+        "Neurocomputing 2022 (arXiv 2104.08860)",
+        official_repo="https://github.com/ArrowLuo/CLIP4Clip",
+        query_dependent=False,
+        description="Mean of normalised frame embeddings, cosine with the [EOT] text feature (two-tower).",
+    )
+
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
+        sentence, _ = self.backbone.encode_text_tokens(tokens)
+        return {"t_hat": l2norm(sentence)}
+
+    def video_from_frames(self, frame_features: torch.Tensor, mask: torch.Tensor) -> State:
+        pooled = masked_mean(l2norm(frame_features), mask)
+        return {"v_hat": l2norm(pooled)}
+
+    def score_with_parts(self, text: State, video: State):
+        logits = self.backbone.logit_scale() * (text["t_hat"] @ video["v_hat"].t())
+        return logits, {}
