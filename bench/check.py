@@ -126,7 +126,7 @@ class Tolerance:
     def describe(self) -> str:
         parts = []
         if self.abs:
-            parts.append(_fmt_num(self.abs))
+            parts.append(f"{self.abs:g}")
         if self.rel:
             parts.append(f"{self.rel * 100:g}%")
         if not parts:
@@ -276,15 +276,16 @@ def _resolve(tolerances: Mapping[str, Tolerance | None], direction: str | None, 
 # --------------------------------------------------------------------------------------------------
 
 
-def _fmt_num(v: Any) -> str:
+def _fmt_num(v: Any, *, counts: bool = False) -> str:
+    """Readable number; ``counts=True`` prints whole numbers without decimals (params, FLOPs, bytes)."""
     if v is None:
         return "–"
     if isinstance(v, str):
         return v
     v = float(v)
-    if v.is_integer():
-        return f"{int(v)}" if abs(v) >= 1000 else f"{v:.1f}"
-    return f"{v:.6g}" if abs(v) >= 1e4 or abs(v) < 1e-2 else f"{v:.2f}"
+    if v.is_integer() and (counts or abs(v) >= 1000):
+        return f"{int(v)}"
+    return f"{v:.6g}" if abs(v) >= 1e4 or 0 < abs(v) < 1e-2 else f"{v:.2f}"
 
 
 @dataclass
@@ -362,9 +363,9 @@ class CheckReport:
                     r.seed,
                     r.direction or "–",
                     r.metric,
-                    _fmt_num(r.baseline),
-                    _fmt_num(r.current),
-                    "–" if r.delta is None else ("+" if r.delta > 0 else "") + _fmt_num(r.delta),
+                    _fmt_num(r.baseline, counts=r.direction == "cost"),
+                    _fmt_num(r.current, counts=r.direction == "cost"),
+                    "–" if r.delta is None else ("+" if r.delta > 0 else "") + _fmt_num(r.delta, counts=r.direction == "cost"),
                     r.tolerance,
                     r.verdict.upper() if r.failed else r.verdict,
                 ]

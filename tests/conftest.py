@@ -1,0 +1,35 @@
+"""Shared fixtures: a tiny open_clip backbone (random init, no downloads) and helpers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    from tvr_bench.bench.backbone import build_backbone
+
+    torch.manual_seed(0)
+    return build_backbone("tvr-tiny")
+
+
+def _make_method(name: str, backbone, *, max_frames: int = 6, max_words: int = 5, **options):
+    from tvr_bench.bench.registry import METHODS
+
+    cls = METHODS.get(name)
+    opts = cls.default_options()
+    opts.update(options)
+    torch.manual_seed(0)
+    return cls(backbone, opts, max_frames=max_frames, max_words=max_words).eval()
+
+
+@pytest.fixture(scope="session")
+def make_method():
+    """Factory: make_method(name, backbone, max_frames=..., max_words=..., **method options)."""
+    return _make_method
