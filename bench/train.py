@@ -175,9 +175,12 @@ class Trainer:
                                   "config_hash": self.config_hash}, self.ckpt_dir / "best.pt")
             state.epoch = epoch + 1
             state.history.append(entry)
-            self.log(f"epoch {epoch + 1}/{epochs}: " + ", ".join(
-                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()
-                if k not in ("epoch", "val")) + (f", val {tcfg['select_metric']}={entry['val']}" if "val" in entry else ""))
+            losses_txt = " ".join(f"{k[5:]}={v:.4f}" for k, v in entry.items() if k.startswith("loss_"))
+            val_txt = ""
+            if "val" in entry:
+                d, m = tcfg["select_metric"].split("/")
+                val_txt = f", val {d} {m}={entry['val'][d][m]:.2f}" + (" (best)" if state.best_epoch == epoch + 1 else "")
+            self.log(f"epoch {epoch + 1}/{epochs}: {losses_txt} ({entry['seconds']:.1f} s){val_txt}")
             _atomic_save({
                 "model": self.method.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,

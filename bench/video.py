@@ -9,9 +9,9 @@ and decoding stops after the last wanted frame. Seeking in short clips saves lit
 chosen frames depend on keyframe placement; sequential decoding is exact and reproducible.
 
 Every failure to open or decode a file is a :class:`~tvr_bench.bench.errors.VideoError` whose
-message names the file; the underlying PyAV exception is chained. One exception: a decoding error
-after at least one frame has been decoded (a file cut short, a corrupt tail) ends the stream with a
-logged warning, and the frames decoded so far are used, as if the container had claimed fewer frames.
+message names the file; the underlying PyAV exception is chained. A file that decodes to clearly fewer
+frames than its container claims (cut short) is an error too; a shortfall of a frame or two (containers
+over-state counts) is absorbed by resampling from the frames that really decode.
 """
 
 from __future__ import annotations
@@ -160,13 +160,8 @@ def _count_packets(container, stream) -> int:
 
 
 def _iter_frames(container, stream, path: Path) -> Iterator:
-    """Decode ``stream`` in order, tolerating a corrupt or truncated tail.
-
-    A decoding error before any frame came out is a :class:`VideoError`. An error after at least one
-    frame (typically a file cut short: its last packet is incomplete) ends the stream: the decoder is
-    flushed, the frames it still holds are yielded, and a warning is logged. Callers then see fewer
-    frames than the container claimed and resample from what was decoded.
-    """
+    """Decode ``stream`` in order. Any decoding error is a :class:`VideoError` naming the file: a corrupt
+    video stops the run rather than silently contributing fewer (or zero) frames."""
     av = _av()
     n_out = 0
     try:
@@ -174,15 +169,13 @@ def _iter_frames(container, stream, path: Path) -> Iterator:
             for frame in packet.decode():
                 n_out += 1
                 yield frame
-        return
     except (av.FFmpegError, OSError) as exc:
-        if n_out == 0:
-            raise VideoError(f"cannot decode video {path}: {exc}") from exc
-        _log.warning("video %s: decoding stopped after %d frames: %s", path, n_out, exc)
-    try:
-        yield from stream.codec_context.decode(None)
-    except (av.FFmpegError, OSError):
-        pass
+        raise VideoError(f"corrupt video {path}: decoding failed after {n_out} frame(s): {exc}") from exc
+
+
+#: A container may over-state its frame count slightly (edit lists, variable frame rate); a larger shortfall
+#: means the file was cut short and is reported as corrupt.
+SHORTFALL_TOLERANCE = (2, 0.05)
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -274,6 +267,10 @@ def load_frames(path: str | os.PathLike, max_frames: int, sample_fps: float = 1.
     if short:
         if decoded == 0:
             raise VideoError(f"video {path} decoded to zero frames")
+        slack = max(SHORTFALL_TOLERANCE[0], int(SHORTFALL_TOLERANCE[1] * info.n_frames))
+        if decoded < info.n_frames - slack:
+            raise VideoError(f"truncated video {path}: the container claims {info.n_frames} frames, "
+                             f"only {decoded} decode")
         # The container over-stated its length: resample from what is really there.
         indices = uniform_slice(sample_frame_indices(decoded, info.fps, sample_fps), max_frames)
         if not set(indices) <= kept.keys():

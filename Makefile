@@ -1,0 +1,34 @@
+# Two entry points that set everything up on a fresh machine (see README.md):
+#   make bench   the embedded benchmark, both methods, ending in the comparison table
+#   make test    the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: bench test smoke benchmark setup clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch==2.13.0 resolves to the CPU build on these machines; the pins in pyproject.toml keep pip from
+	# replacing it with a multi-GB CUDA build (see README, "Installation").
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+bench: $(STAMP)
+	$(BIN)/bench run --method glccl,meanp --dataset synthetic --out runs/embedded
+
+smoke: $(STAMP)
+	$(BIN)/bench run --method glccl,meanp --dataset synthetic --preset smoke --out runs/smoke --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+benchmark: $(STAMP)
+	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,max
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
