@@ -62,8 +62,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Shrinks data, model and epochs so a run finishes in well under a minute on 2 CPU cores (tests, CI).
     "smoke": {
         "backbone": {"name": "tvr-tiny"},
-        "data": {"synthetic": {"n_train": 48, "n_val": 16, "n_test": 24, "captions_per_video_train": 2}},
-        "train": {"epochs": 2, "batch_size": 16},
+        "data": {"synthetic": {"n_train": 64, "n_val": 16, "n_test": 24, "captions_per_video_train": 4}},
+        "train": {"epochs": 6, "batch_size": 16, "lr": 1e-3},
         "eval": {"batch_size": 16, "chunk_size": 8},
         "cost": {"latency_min_run_time": 0.05},
     },

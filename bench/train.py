@@ -216,4 +216,4 @@ class Trainer:
             optimizer.step()
         scheduler.step()
         self.method.backbone.clamp_logit_scale()
-        return {"loss": loss.item(), "nce": nce.item(), **{k: v.item() for k, v in extras.items()}}
+        return {"total": loss.item(), "nce": nce.item(), **{k: v.item() for k, v in extras.items()}}

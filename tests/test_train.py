@@ -1,0 +1,75 @@
+"""The shared training loop: schedule, optimiser grouping, and resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from tvr_bench.bench.optim import BertAdam, build_optimizer, warmup_cosine
+
+
+def test_warmup_cosine_is_clip4clip_schedule():
+    assert warmup_cosine(0.0, 0.1) == 0.0
+    assert warmup_cosine(0.05, 0.1) == pytest.approx(0.5)
+    # not rescaled after warm-up: the multiplier drops to 0.5(1 + cos(0.1 pi)) = 0.976 at x = 0.1
+    assert warmup_cosine(0.1, 0.1) == pytest.approx(0.5 * (1 + math.cos(0.1 * math.pi)))
+    assert warmup_cosine(1.0, 0.1) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_bertadam_step_matches_hand_computation():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = BertAdam([p], lr=0.1, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2, max_grad_norm=0.0)
+    p.grad = torch.tensor([0.5, 0.25])
+    opt.step()
+    m = 0.1 * torch.tensor([0.5, 0.25])
+    v = 0.02 * torch.tensor([0.25, 0.0625])
+    expected = torch.tensor([1.0, -2.0]) - 0.1 * (m / (v.sqrt() + 1e-6) + 0.2 * torch.tensor([1.0, -2.0]))
+    torch.testing.assert_close(p.detach(), expected)  # no bias correction, decoupled decay
+
+
+def test_optimizer_groups_split_backbone_and_new_modules(tiny_backbone, make_method):
+    m = make_method("glccl", tiny_backbone, max_frames=4, max_words=8)
+    cfg = {"lr": 1e-4, "coef_lr": 1e-3, "weight_decay": 0.2, "betas": [0.9, 0.98], "eps": 1e-6,
+           "grad_clip": 1.0, "optimizer": "bertadam"}
+    opt = build_optimizer(m, cfg)
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert by_name["backbone"]["lr"] == pytest.approx(1e-7) and by_name["new"]["lr"] == 1e-4
+    assert by_name["new_nodecay"]["weight_decay"] == 0.0 and by_name["new"]["weight_decay"] == 0.2
+    n_all = sum(p.numel() for p in m.parameters())
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == n_all
+    # the identity score matrices are decayed (official quirk: only 'bias'/'LayerNorm' names are exempt)
+    assert any(p is m.scores.global_mat_weight for p in by_name["new"]["params"])
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
+    from tvr_bench.bench import train as T
+    from tvr_bench.bench.runner import run_one
+
+    monkeypatch.setenv("TVR_BENCH_CACHE", str(tmp_path / "cache"))
+    over = ["train.epochs=3"]
+    ref = run_one("meanp", "synthetic", 0, out_dir=tmp_path / "ref", preset="smoke", overrides=over, log=lambda m: None)
+
+    real_step = T.Trainer._step
+    calls = {"n": 0}
+
+    def flaky_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 20:  # in epoch 2 (16 steps per epoch at the smoke preset)
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(T.Trainer, "_step", flaky_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_one("meanp", "synthetic", 0, out_dir=tmp_path / "run", preset="smoke", overrides=over, log=lambda m: None)
+    assert not list((tmp_path / "run").glob("*.json"))  # no record for an unfinished run
+    assert (tmp_path / "run" / "checkpoints" / "meanp__synthetic__seed0" / "last.pt").exists()
+    monkeypatch.setattr(T.Trainer, "_step", real_step)
+    logs = []
+    path = run_one("meanp", "synthetic", 0, out_dir=tmp_path / "run", preset="smoke", overrides=over, log=logs.append)
+    assert any("resumed" in line and "after epoch 1" in line for line in logs)
+    a, b = json.loads(ref.read_text()), json.loads(path.read_text())
+    assert a["metrics"]["t2v"] == b["metrics"]["t2v"] and a["metrics"]["v2t"] == b["metrics"]["v2t"]
+    assert [e["loss_total"] for e in a["training"]["history"]] == [e["loss_total"] for e in b["training"]["history"]]
