@@ -65,6 +65,13 @@ class GLCCL(RetrievalMethod):
         query_dependent=True,
         description="seqTransf + parameter-free text-guided global/local pooling (GLIM) + X-CLIP multi-grained "
         "scores; InfoNCE + 0.5 x CSC.",
+        # official per-dataset settings (README / scripts of JingXiaolun/GLCCL, methods.md §2.7); applied when
+        # the dataset of that name is run. Global batch as trained (4 or 8 GPUs).
+        defaults={
+            "msrvtt": {"data": {"max_frames": 12, "max_words": 32}, "train": {"epochs": 5, "batch_size": 128}},
+            "didemo": {"data": {"max_frames": 64, "max_words": 64}, "train": {"epochs": 20, "batch_size": 64}},
+            "vatex": {"data": {"max_frames": 12, "max_words": 32}, "train": {"epochs": 5, "batch_size": 128}},
+        },
     )
     OPTIONS = {
         "text_guided": True,

@@ -24,6 +24,11 @@ class MeanPooling(RetrievalMethod):
         official_repo="https://github.com/ArrowLuo/CLIP4Clip",
         query_dependent=False,
         description="Mean of normalised frame embeddings, cosine with the [EOT] text feature (two-tower).",
+        # official CLIP4Clip settings per dataset (README of ArrowLuo/CLIP4Clip, methods.md §3)
+        defaults={
+            "msrvtt": {"data": {"max_frames": 12, "max_words": 32}, "train": {"epochs": 5, "batch_size": 128}},
+            "didemo": {"data": {"max_frames": 64, "max_words": 64}, "train": {"epochs": 5, "batch_size": 128}},
+        },
     )
 
     def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:

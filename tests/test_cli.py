@@ -176,3 +176,22 @@ def test_list_commands():
     res = invoke("list", "methods")
     assert "glccl" in res.output and "query-dependent" in res.output and "two-tower" in res.output
     assert "synthetic" in invoke("list", "datasets").output
+
+
+def test_config_layers_and_recorded_overrides():
+    from tvr_bench.bench.config import resolve_config
+    from tvr_bench.bench.registry import DATASETS, METHODS
+
+    cfg, applied = resolve_config(method_cls=METHODS.get("glccl"), dataset_cls=DATASETS.get("synthetic"),
+                                  preset="smoke", overrides=["train.epochs=3", "method.csc_weight=0"], seed=7)
+    assert cfg["train"]["epochs"] == 3 and cfg["method"]["csc_weight"] == 0
+    assert cfg["train"]["batch_size"] == 16  # preset over dataset default
+    assert cfg["data"]["max_frames"] == 8  # dataset default over harness default
+    assert cfg["run"]["overrides"] == applied == {"train.epochs": 3, "method.csc_weight": 0}
+    assert cfg["run"]["seed"] == 7
+    # per-dataset method defaults are keyed by dataset name and reference only existing keys
+    for name in METHODS.names():
+        for ds, section in METHODS.get(name).info.defaults.items():
+            from tvr_bench.bench.config import HARNESS_DEFAULTS, deep_merge
+
+            deep_merge(HARNESS_DEFAULTS, section, strict=True)
