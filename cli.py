@@ -59,7 +59,9 @@ def run(methods, datasets_, seeds, overrides, preset, out_dir, device, overwrite
     plan = [(m, d, s) for d in dataset_names for m in method_names for s in seeds]
     # resolve every config first: a bad --set key fails before any work starts
     from tvr_bench.bench.config import resolve_config
+    from tvr_bench.bench.runner import resolve_device
 
+    device = str(resolve_device(device))
     for m, d, s in plan:
         resolve_config(method_cls=METHODS.get(m), dataset_cls=DATASETS.get(d), preset=preset,
                        overrides=list(overrides), seed=s, device=device)
