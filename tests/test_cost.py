@@ -8,8 +8,9 @@ import torch
 from tvr_bench.bench.cost import count_flops, flop_profile, param_counts
 
 
-def test_meanp_scoring_is_one_dot_product_per_pair(tiny_backbone, make_method):
-    m = make_method("meanp", tiny_backbone, max_frames=6, max_words=8)
+@pytest.mark.parametrize("name", ["meanp", "seqtransf"])
+def test_two_tower_scoring_is_one_dot_product_per_pair(tiny_backbone, make_method, name):
+    m = make_method(name, tiny_backbone, max_frames=6, max_words=8)
     prof = flop_profile(m, max_words=8, max_frames=6, gallery_size=100, block=(4, 8))
     D = tiny_backbone.embed_dim
     assert prof["score_per_pair"] == 2 * D  # FLOPs = 2*MAC, D MACs per pair
@@ -72,6 +73,7 @@ def test_param_counts_at_vit_b32_sizes(make_method):
     assert counts["head"] == 12_648_960 + 530_576
     assert counts["total"] == 151_277_313 + counts["head"]
     assert param_counts(make_method("meanp", bb, max_frames=12, max_words=32))["head"] == 0
+    assert param_counts(make_method("seqtransf", bb, max_frames=12, max_words=32))["head"] == 12_648_960
     # the temporal encoder starts as a copy of CLIP text blocks 0-3 and the text positional table
     torch.testing.assert_close(glccl.temporal.blocks[2].attn.in_proj_weight, bb.clip.transformer.resblocks[2].attn.in_proj_weight)
     torch.testing.assert_close(glccl.temporal.frame_position_embeddings.weight, bb.clip.positional_embedding)
