@@ -28,7 +28,10 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
 
 
-@click.group(cls=_Group, epilog=__doc__.split("Examples:")[1] and "See README.md for the run-record schema.")
+_EPILOG = "\b\nExamples:" + __doc__.split("Examples:")[1] + "\nREADME.md documents the run-record schema."
+
+
+@click.group(cls=_Group, epilog=_EPILOG)
 @click.version_option(package_name="tvr-bench")
 def main() -> None:
     """tvr-bench: text-video retrieval methods compared on accuracy and query-time cost."""

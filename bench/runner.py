@@ -108,7 +108,6 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     t0 = time.perf_counter()
     last_result = evaluate(dataset.test_split)
     selection = "last epoch"
-    report_result, meter = last_result, None
     best_path = ckpt_dir / "best.pt"
     if train_state is not None and cfg["train"]["select_on"] == "val" and best_path.exists():
         ck = torch.load(best_path, map_location=dev, weights_only=False)

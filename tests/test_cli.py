@@ -89,11 +89,11 @@ def test_check_fails_on_lowered_r1_and_passes_on_identical(smoke_dir, tmp_path):
     shutil.copytree(out, worse, ignore=shutil.ignore_patterns("checkpoints"))
     path = worse / "glccl__synthetic__seed0.json"
     rec = json.loads(path.read_text())
-    rec["metrics"]["t2v"]["R@1"] = max(0.0, rec["metrics"]["t2v"]["R@1"] - 3.0)
-    rec["metrics"]["t2v"]["RSum"] = rec["metrics"]["t2v"]["R@1"] + rec["metrics"]["t2v"]["R@5"] + rec["metrics"]["t2v"]["R@10"]
-    base = rec["metrics"]["t2v"]["R@1"] + 3.0
-    if base < 3.0:  # R@1 was already 0: raise the baseline instead so the drop is real
-        pytest.skip("smoke R@1 is 0")
+    t2v = rec["metrics"]["t2v"]
+    if t2v["R@1"] < 3.0:
+        pytest.skip("smoke R@1 below 3 points: nothing to lower")
+    t2v["R@1"] -= 3.0  # beyond the default 2-point tolerance
+    t2v["RSum"] = t2v["R@1"] + t2v["R@5"] + t2v["R@10"]
     path.write_text(json.dumps(rec))
     res = CliRunner().invoke(main, ["check", str(worse), "--baseline", str(out)])
     assert res.exit_code == 1, res.output
