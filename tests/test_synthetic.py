@@ -83,7 +83,24 @@ def test_same_seed_same_benchmark(seed0, seed0_again):
         fa = load_frames(seed0.parent / rel, max_frames=12)
         fb = load_frames(seed0_again.parent / rel, max_frames=12)
         assert fa.shape == (8, 32, 32, 3)
-        np.testing.assert_array_equal(fa, fb)
+        # The rendered frames are bit-identical (next test); libx264 through PyAV has been seen to emit a
+        # different bitstream for about 1 video in 300 across generations, so decoded pixels are compared
+        # with a small tolerance (seen: max 12 levels).
+        assert np.abs(fa.astype(int) - fb.astype(int)).max() <= 16
+
+
+def test_same_seed_same_rendered_frames():
+    """Before encoding, generation is exactly deterministic: events and pixels from the seed alone."""
+    p = S.synthetic_params(seed=0, **TINY)
+
+    def render(split, i):
+        _, _, events = S._build_split(split, p[f"n_{split}"], p)
+        rng = S._rng(p["seed"], S._SPLIT_CODES[split], i, S._RENDER)
+        return np.concatenate([S.render_event_frames(e, p["seconds_per_event"] * p["fps"], p["frame_size"], rng)
+                               for e in events[i]])
+
+    for split, i in (("train", 0), ("train", 4), ("test", 2)):
+        np.testing.assert_array_equal(render(split, i), render(split, i))
 
 
 def test_other_seed_differs(seed0, tmp_path):
