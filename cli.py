@@ -43,7 +43,7 @@ def main() -> None:
 @click.option("--seed", "seeds", type=int, multiple=True, help="Seed (repeatable). Default: 0.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a resolved config key, e.g. train.epochs=3 (repeatable; recorded).")
-@click.option("--preset", default="default", show_default=True, help="'default' or 'smoke' (tiny, < 1 min).")
+@click.option("--preset", default="default", show_default=True, help="'default' (the shared recipe), 'smoke' (tiny, < 1 min) or 'official' (the method's own recipe for the dataset).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
               show_default=True, help="Folder for run records and checkpoints.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")

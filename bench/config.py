@@ -1,8 +1,12 @@
 """Run configuration: one nested dict resolved from layered defaults, recorded whole in every run record.
 
-Resolution order (later wins): harness defaults -> dataset defaults -> the method's per-dataset defaults ->
-preset -> ``--set key=value`` overrides. Every key that may be set must already exist after the first four
-layers, so a typo in ``--set`` is an error that names the key (with "did you mean").
+Resolution order (later wins): harness defaults -> dataset defaults -> method options -> preset ->
+``--set key=value`` overrides. Every key that may be set must already exist after the first three layers, so a
+typo in ``--set`` is an error that names the key (with "did you mean").
+
+The default comparison is one shared recipe for every method (identical frames, words, optimiser, schedule,
+epochs, batch). ``--preset official`` instead applies the method's own recipe for the dataset, taken from its
+official scripts (``MethodInfo.official``); the run record names the preset.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ HARNESS_DEFAULTS: dict[str, Any] = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
+    "official": {},  # resolved per (method, dataset) from MethodInfo.official
     # Shrinks data, model and epochs so a run finishes in well under a minute on 2 CPU cores (tests, CI).
     "smoke": {
         "backbone": {"name": "tvr-tiny"},
@@ -156,9 +161,15 @@ def resolve_config(
     cfg = copy.deepcopy(HARNESS_DEFAULTS)
     cfg = deep_merge(cfg, dataset_cls.config_defaults())  # datasets may add data.<name> sections
     cfg["method"] = copy.deepcopy(method_cls.default_options())
-    per_dataset = method_cls.info.defaults.get(dataset_cls.info.name, {})
-    cfg = deep_merge(cfg, per_dataset, strict=True)
-    cfg = deep_merge(cfg, PRESETS[preset], strict=True)
+    if preset == "official":
+        recipe = method_cls.info.official.get(dataset_cls.info.name)
+        if recipe is None:
+            known = ", ".join(sorted(method_cls.info.official)) or "none"
+            raise ConfigError(f"--preset official: method {method_cls.info.name!r} has no official recipe for "
+                              f"dataset {dataset_cls.info.name!r} (it has recipes for: {known})")
+        cfg = deep_merge(cfg, recipe, strict=True)
+    else:
+        cfg = deep_merge(cfg, PRESETS[preset], strict=True)
     cfg, applied = apply_overrides(cfg, overrides or [])
     cfg["run"] = {"method": method_cls.info.name, "dataset": dataset_cls.info.name, "seed": seed,
                   "device": device, "preset": preset, "overrides": applied}

@@ -29,8 +29,18 @@ class MethodInfo:
     official_repo: str
     query_dependent: bool  # True when scoring must run per (text, video) pair at query time
     description: str = ""
-    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-dataset overrides of method options
-    published: tuple = ()  # published results (issue: baselines) with provenance tags
+    #: analytic parameter count of the modules added on top of CLIP at ViT-B/32 (D=512, L=32, F=12), as
+    #: methods.md gives it; tests compare it with the built module
+    extra_params: int | None = None
+    #: the official recipe per dataset name (data/train/method keys from the official scripts). Applied only
+    #: with ``--preset official``: the default comparison uses the shared harness recipe for every method.
+    official: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def published(self, dataset: str | None = None, *, include_unverified: bool = False) -> list:
+        """Published results of this method with provenance tags (``bench/published.py``); [R] ones only on request."""
+        from .published import published_for
+
+        return published_for(self.name, dataset, include_unverified=include_unverified)
 
 
 @dataclass(frozen=True)

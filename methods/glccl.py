@@ -5,8 +5,9 @@ Faithful to the official computation (../shared/docs/methods.md §2):
 - GLIM, no learnable parameters: g(q, Z~_j) = sum_f softmax_f(<q, z~_jf>/5) z~_jf on *raw* (unnormalised)
   features; global branch q = [EOT] feature t_i (one video vector per pair), local branch q = every token
   feature w_im (L vectors per pair, [SOT]/[EOT]/padding included); both L2-normalised afterwards;
-- the four X-CLIP scores (shared code in ``_multigrained``) on the text-conditioned features, L×L matrices
-  where X-CLIP has F×F; similarity = plain mean of the four kappa-scaled scores;
+- the four X-CLIP scores on the text-conditioned features, L×L matrices where X-CLIP has F×F; similarity =
+  plain mean of the four kappa-scaled scores. GLCCL subclasses ``xclip.XCLIP`` (its code is a fork of
+  X-CLIP's): encoders, score matrices and the four scores are X-CLIP's; only the video side differs;
 - loss = symmetric InfoNCE (harness) + csc_weight * CSC, CSC = mean positive variance / (sum of off-diagonal
   variance / B^2), unbiased variance over the four scores.
 
@@ -21,9 +22,9 @@ import torch
 
 from tvr_bench.bench.registry import MethodInfo, register_method
 
-from ._base import RetrievalMethod, State, l2norm, masked_mean
-from ._multigrained import MultiGrainedWeights, multigrained_scores
-from ._temporal import SeqTransf
+from ._base import State, l2norm
+from ._multigrained import MultiGrainedWeights
+from .xclip import XCLIP
 
 
 def glim_pool(query: torch.Tensor, frames: torch.Tensor, temperature: float,
@@ -56,18 +57,19 @@ def csc_loss(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 @register_method
-class GLCCL(RetrievalMethod):
+class GLCCL(XCLIP):
     info = MethodInfo(
         name="glccl",
         paper="Jing, Yang, Yang: Text-Video Retrieval With Global-Local Contrastive Consistency Learning, "
         "CAC 2025 (arXiv 2605.17959)",
         official_repo="https://github.com/JingXiaolun/GLCCL",
+        extra_params=12_648_960 + 530_576,
         query_dependent=True,
         description="seqTransf + parameter-free text-guided global/local pooling (GLIM) + X-CLIP multi-grained "
         "scores; InfoNCE + 0.5 x CSC.",
-        # official per-dataset settings (README / scripts of JingXiaolun/GLCCL, methods.md §2.7); applied when
-        # the dataset of that name is run. Global batch as trained (4 or 8 GPUs).
-        defaults={
+        # official per-dataset recipe (README / scripts of JingXiaolun/GLCCL, methods.md §2.7), global batch as
+        # trained on 4 or 8 GPUs; used by --preset official only.
+        official={
             "msrvtt": {"data": {"max_frames": 12, "max_words": 32}, "train": {"epochs": 5, "batch_size": 128}},
             "didemo": {"data": {"max_frames": 64, "max_words": 64}, "train": {"epochs": 20, "batch_size": 64}},
             "vatex": {"data": {"max_frames": 12, "max_words": 32}, "train": {"epochs": 5, "batch_size": 128}},
@@ -82,12 +84,11 @@ class GLCCL(RetrievalMethod):
         "temporal_layers": 4,
     }
 
-    def __init__(self, backbone, options, *, max_frames, max_words):
-        super().__init__(backbone, options, max_frames=max_frames, max_words=max_words)
-        self.temporal = SeqTransf(backbone, int(self.options["temporal_layers"]))
-        n_feat = max_words if self.options["text_guided"] else max_frames
-        self.scores = MultiGrainedWeights(backbone.embed_dim, max_words, n_feat,
-                                          n_frames_unused=max_frames if self.options["text_guided"] else None)
+    def _score_weights(self, dim, max_words, max_frames):
+        if not self.options["text_guided"]:
+            return super()._score_weights(dim, max_words, max_frames)
+        # the fine axis holds L word-guided features; GLCCL also registers an F×F matrix it never uses
+        return MultiGrainedWeights(dim, max_words, max_words, n_frames_unused=max_frames)
 
     def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
         sentence, words = self.backbone.encode_text_tokens(tokens)
@@ -97,46 +98,29 @@ class GLCCL(RetrievalMethod):
             "words": words,  # raw, guides GLIM's local branch
             "t_hat": t_hat,
             "w_hat": w_hat,
-            # text-only products of the score matrices: computed once per query, not per pair
             "t_g": t_hat @ self.scores.global_mat_weight,
             "w_l": w_hat @ self.scores.local_mat_weight,
             "text_mask": mask,
         }
 
     def video_from_frames(self, frame_features: torch.Tensor, mask: torch.Tensor) -> State:
-        state = {"frames_tilde": self.temporal(frame_features, mask), "video_mask": mask}
         if not self.options["text_guided"]:
-            # X-CLIP path: text-agnostic video vector and the raw CLIP frames (both offline)
-            state["v_hat"] = l2norm(masked_mean(l2norm(state["frames_tilde"]), mask))
-            state["f_hat"] = l2norm(frame_features)
-        return state
+            return super().video_from_frames(frame_features, mask)  # the X-CLIP path
+        return {"frames_tilde": self.temporal(frame_features, mask), "video_mask": mask}
 
     def score_with_parts(self, text: State, video: State):
+        if not self.options["text_guided"]:
+            return super().score_with_parts(text, video)
         opts = self.options
-        masked = bool(opts["mask_padding"])
-        word_mask = text["text_mask"].bool() if masked else None
-        if opts["text_guided"]:
-            z = video["frames_tilde"]
-            fmask = video["video_mask"] if masked else None
-            v_hat = l2norm(glim_pool(text["sentence"], z, opts["glim_temperature"], fmask))
-            f_hat = l2norm(glim_pool(text["words"], z, opts["glim_temperature"], fmask))
-            feat_mask = word_mask[:, None, :] if masked else None  # fine axis = word-guided features
-        else:
-            v_hat, f_hat = video["v_hat"], video["f_hat"]
-            feat_mask = video["video_mask"].bool()[None] if masked else None
-        parts = multigrained_scores(
-            t_g=text["t_g"], t_hat=text["t_hat"], w_hat=text["w_hat"], w_l=text["w_l"],
-            v_hat=v_hat, f_hat=f_hat, weights=self.scores, kappa=self.backbone.logit_scale(),
-            temp=opts["aosm_temperature"], word_mask=word_mask, feat_mask=feat_mask,
-        )
-        logits = (parts["vs"] + parts["vw"] + parts["sf"] + parts["fw"]) / 4
-        return logits, parts
+        z = video["frames_tilde"]
+        fmask = video["video_mask"] if opts["mask_padding"] else None
+        v_hat = l2norm(glim_pool(text["sentence"], z, opts["glim_temperature"], fmask))
+        f_hat = l2norm(glim_pool(text["words"], z, opts["glim_temperature"], fmask))
+        # the fine axis is the word-guided features, so its mask (masked variant only) is the word mask
+        return self._multigrained(text, v_hat, f_hat, text["text_mask"].bool()[:, None, :])
 
     def extra_losses(self, logits, parts):
         w = float(self.options["csc_weight"])
         if w == 0.0:
             return {}
         return {"csc": w * csc_loss([parts["vs"], parts["vw"], parts["sf"], parts["fw"]])}
-
-    def head_modules(self):
-        return [self.temporal, self.scores]

@@ -22,10 +22,11 @@ class MeanPooling(RetrievalMethod):
         paper="Luo et al., CLIP4Clip: An Empirical Study of CLIP for End to End Video Clip Retrieval, "
         "Neurocomputing 2022 (arXiv 2104.08860)",
         official_repo="https://github.com/ArrowLuo/CLIP4Clip",
+        extra_params=0,
         query_dependent=False,
         description="Mean of normalised frame embeddings, cosine with the [EOT] text feature (two-tower).",
         # official CLIP4Clip settings per dataset (README of ArrowLuo/CLIP4Clip, methods.md §3)
-        defaults={
+        official={
             "msrvtt": {"data": {"max_frames": 12, "max_words": 32}, "train": {"epochs": 5, "batch_size": 128}},
             "didemo": {"data": {"max_frames": 64, "max_words": 64}, "train": {"epochs": 5, "batch_size": 128}},
         },

@@ -22,10 +22,11 @@ class SeqTransfPooling(MeanPooling):
         paper="Luo et al., CLIP4Clip: An Empirical Study of CLIP for End to End Video Clip Retrieval, "
         "Neurocomputing 2022 (arXiv 2104.08860)",
         official_repo="https://github.com/ArrowLuo/CLIP4Clip",
+        extra_params=12_648_960,
         query_dependent=False,
         description="4-layer temporal transformer (init from CLIP text blocks 0-3) + residual, then mean pooling "
         "and cosine (two-tower).",
-        defaults={
+        official={
             "msrvtt": {"data": {"max_frames": 12, "max_words": 32}, "train": {"epochs": 5, "batch_size": 128}},
             "didemo": {"data": {"max_frames": 64, "max_words": 64}, "train": {"epochs": 5, "batch_size": 128}},
         },

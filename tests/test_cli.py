@@ -189,9 +189,9 @@ def test_config_layers_and_recorded_overrides():
     assert cfg["data"]["max_frames"] == 8  # dataset default over harness default
     assert cfg["run"]["overrides"] == applied == {"train.epochs": 3, "method.csc_weight": 0}
     assert cfg["run"]["seed"] == 7
-    # per-dataset method defaults are keyed by dataset name and reference only existing keys
+    # official recipes are keyed by dataset name and reference only existing keys
     for name in METHODS.names():
-        for ds, section in METHODS.get(name).info.defaults.items():
+        for ds, section in METHODS.get(name).info.official.items():
             from tvr_bench.bench.config import HARNESS_DEFAULTS, deep_merge
 
             deep_merge(HARNESS_DEFAULTS, section, strict=True)
