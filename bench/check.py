@@ -470,14 +470,18 @@ def check_records(
     current: Sequence[dict],
     baseline: Sequence[dict],
     tolerances: Mapping[str, Any] | None = None,
+    method_tolerances: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CheckReport:
     """Compare ``current`` records with ``baseline`` records; see the module docstring for verdicts.
 
     ``tolerances`` overrides :data:`DEFAULT_TOLERANCES` key by key (values as accepted by
-    :func:`parse_tolerance_value`; ``None`` disables a metric).
+    :func:`parse_tolerance_value`; ``None`` disables a metric). ``method_tolerances`` maps a method name to
+    further overrides for that method only (a baseline built from a multi-seed run carries one set per
+    method, from that method's seed-to-seed spread: :func:`build_baseline`).
     """
     merged: dict[str, Tolerance | None] = dict(DEFAULT_TOLERANCES)
     merged.update(coerce_tolerances(tolerances))
+    per_method = {m: {**merged, **coerce_tolerances(t)} for m, t in (method_tolerances or {}).items()}
     cur_idx, base_idx = _index(list(current), "current"), _index(list(baseline), "baseline")
     report = CheckReport(tolerances=merged, n_baseline=len(base_idx), n_current=len(cur_idx))
     for key in sorted(base_idx, key=lambda k: (k[1], k[0], k[2], k[3])):
@@ -485,7 +489,7 @@ def check_records(
         if key not in cur_idx:
             report.rows.append(CheckRow(method, dataset, seed, kind, "", "(run)", "present", None, None, "–", MISSING_RUN))
             continue
-        report.rows.extend(_compare_pair(base_idx[key], cur_idx[key], merged))
+        report.rows.extend(_compare_pair(base_idx[key], cur_idx[key], per_method.get(method, merged)))
     for key in sorted(set(cur_idx) - set(base_idx), key=lambda k: (k[1], k[0], k[2], k[3])):
         method, dataset, seed, kind = key
         report.rows.append(CheckRow(method, dataset, seed, kind, "", "(run)", None, "present", None, "–", EXTRA_RUN))
@@ -497,15 +501,26 @@ def check_records(
 # --------------------------------------------------------------------------------------------------
 
 
-def load_baseline(path: str | os.PathLike) -> tuple[list[dict], dict[str, Tolerance | None]]:
-    """Load a baseline: ``(records, tolerance overrides)``.
+@dataclass
+class Baseline:
+    records: list[dict]
+    tolerances: dict[str, Tolerance | None] = field(default_factory=dict)
+    method_tolerances: dict[str, dict[str, Tolerance | None]] = field(default_factory=dict)
+
+    def __iter__(self):  # ``records, tolerances = load_baseline(...)`` keeps working
+        return iter((self.records, self.tolerances))
+
+
+def load_baseline(path: str | os.PathLike) -> Baseline:
+    """Load a baseline: records, global tolerance overrides and per-method overrides.
 
     ``path`` is a folder of run records (no overrides), or a JSON file holding one record, a list of
-    records, or ``{"records": [...], "tolerances": {...}}``. Errors name the file (and list index).
+    records, or ``{"records": [...], "tolerances": {...}, "method_tolerances": {method: {...}}}``.
+    Errors name the file (and list index).
     """
     p = Path(path)
     if p.is_dir():
-        return load_records(p), {}
+        return Baseline(load_records(p))
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -516,14 +531,24 @@ def load_baseline(path: str | os.PathLike) -> tuple[list[dict], dict[str, Tolera
         raise RecordError(f"{p}: cannot read baseline: {e}") from e
 
     tolerances: dict[str, Tolerance | None] = {}
+    method_tolerances: dict[str, dict[str, Tolerance | None]] = {}
     if isinstance(data, dict) and "records" in data:
-        extra = set(data) - {"records", "tolerances", "description", "created_at", "notes", "schema_version"}
+        extra = set(data) - {"records", "tolerances", "method_tolerances", "seed_spread", "description",
+                             "created_at", "notes", "schema_version"}
         if extra:
             raise RecordError(f"{p}: unknown baseline key(s) {', '.join(sorted(extra))}")
         try:
             tolerances = coerce_tolerances(data.get("tolerances"))
         except ConfigError as e:
             raise RecordError(f"{p}: tolerances: {e}") from None
+        per = data.get("method_tolerances") or {}
+        if not isinstance(per, dict):
+            raise RecordError(f"{p}: method_tolerances must map method names to tolerance objects")
+        for m, spec in per.items():
+            try:
+                method_tolerances[m] = coerce_tolerances(spec)
+            except ConfigError as e:
+                raise RecordError(f"{p}: method_tolerances.{m}: {e}") from None
         items = data["records"]
         if not isinstance(items, list):
             raise RecordError(f"{p}: 'records' must be a list, got {type(items).__name__}")
@@ -548,4 +573,57 @@ def load_baseline(path: str | os.PathLike) -> tuple[list[dict], dict[str, Tolera
             raise RecordError(f"{loc}: duplicate record {record_label(rec)} (also at index {seen[key]})")
         seen[key] = i
         records.append(rec)
-    return records, tolerances
+    return Baseline(records, tolerances, method_tolerances)
+
+
+def build_baseline(records: Sequence[dict], *, reference_seed: int = 0, k: float = 4.0,
+                   description: str = "") -> dict:
+    """A baseline file from a multi-seed run: the ``reference_seed`` records, with per-method tolerances.
+
+    Training from scratch is chaotic: a different CPU, thread count or codec build perturbs the first float
+    and the run ends elsewhere. The seed-to-seed spread measures that noise, so each rank metric of each
+    method gets ``max(default, k x sample std over seeds)`` (MdR rounded up to whole ranks). CI runs the
+    reference seed and fails only on moves beyond that spread (e.g. a method that stops learning).
+    """
+    import statistics
+
+    from .records import flatten_record
+
+    by_method: dict[str, list[dict]] = {}
+    for r in records:
+        by_method.setdefault(r["method"], []).append(r)
+    out_records, method_tol, spread = [], {}, {}
+    for method, recs in sorted(by_method.items()):
+        seeds = sorted(r["seed"] for r in recs)
+        if len(seeds) < 3:
+            raise ConfigError(f"build_baseline: {method} has {len(seeds)} seed(s) {seeds}; need >= 3 for a spread")
+        ref = [r for r in recs if r["seed"] == reference_seed]
+        if not ref:
+            raise ConfigError(f"build_baseline: {method} has no record for reference seed {reference_seed}")
+        out_records.append(ref[0])
+        flat = [flatten_record(r) for r in recs]
+        tol, sp = {}, {}
+        for d in DIRECTIONS:
+            for m in RANK_METRICS:
+                key = f"{d}.{m}"
+                vals = [f[f"{d}_{m}"] for f in flat if isinstance(f.get(f"{d}_{m}"), (int, float))]
+                if len(vals) < 3:
+                    continue
+                sd = statistics.stdev(vals)
+                sp[key] = {"mean": round(statistics.fmean(vals), 3), "std": round(sd, 3), "n": len(vals)}
+                default = DEFAULT_TOLERANCES[m]
+                allowed = max(default.abs, k * sd)
+                if m == "MdR":
+                    allowed = float(math.ceil(allowed))
+                tol[key] = {"abs": round(allowed, 2), "rel": default.rel}
+        method_tol[method] = tol
+        spread[method] = {"seeds": seeds, **sp}
+    return {
+        "schema_version": 1,
+        "description": description,
+        "notes": f"records: seed {reference_seed}; per-method tolerance = max(default, {k:g} x sample std over "
+                 f"the seeds listed in seed_spread)",
+        "method_tolerances": method_tol,
+        "seed_spread": spread,
+        "records": out_records,
+    }

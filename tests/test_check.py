@@ -256,3 +256,27 @@ def test_load_baseline_errors(tmp_path, baseline):
         load_baseline(f)
     with pytest.raises(RecordError, match="not found"):
         load_baseline(tmp_path / "nope.json")
+
+
+def test_baseline_from_seed_spread_sets_per_method_tolerances(tmp_path):
+    """build_baseline: seed-0 records; each method's tolerance = max(default, k * std over seeds)."""
+    from tvr_bench.bench.check import build_baseline
+
+    noisy = [make_record("glccl", seed=s, r1=r) for s, r in enumerate([20.0, 26.0, 14.0, 20.0])]
+    stable = [make_record("meanp", seed=s, r1=r) for s, r in enumerate([10.0, 10.5, 9.5])]
+    data = build_baseline(noisy + stable, k=3.0)
+    assert [r["method"] for r in data["records"]] == ["glccl", "meanp"]
+    assert all(r["seed"] == 0 for r in data["records"])
+    sd = 4.898979  # sample std of 20, 26, 14, 20
+    assert data["method_tolerances"]["glccl"]["t2v.R@1"]["abs"] == pytest.approx(3 * sd, abs=0.01)
+    assert data["method_tolerances"]["meanp"]["t2v.R@1"]["abs"] == 2.0  # the default floor
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(data))
+    base = load_baseline(path)
+    # a drop of 10 points is within glccl's spread but far outside meanp's
+    cur = [make_record("glccl", r1=10.0), make_record("meanp", r1=0.5)]
+    report = check_records(cur, base.records, base.tolerances, base.method_tolerances)
+    failed = {(r.method, r.metric) for r in report.failures}
+    assert ("meanp", "R@1") in failed and not any(m == "glccl" and k == "R@1" for m, k in failed)
+    with pytest.raises(ConfigError, match="need >= 3"):
+        build_baseline(stable[:2])
