@@ -2,7 +2,8 @@
 
 Z~ = Transformer_4(Z + P[:F]) + Z, with P a learnable frame-position table initialised from CLIP's *text*
 positional embedding and the 4 blocks initialised from CLIP text-transformer blocks 0-3 (deep copies of the
-backbone's own blocks, so width, heads and activation match the backbone). Padded key frames get an additive
+backbone's own blocks, so width, heads and activation match the backbone; LayerNorm eps set to the 1e-12 of
+CLIP4Clip's ``module_cross`` blocks). Padded key frames get an additive
 -1e6 in attention; padded slots still produce outputs (official behaviour).
 """
 
@@ -29,6 +30,8 @@ class SeqTransf(nn.Module):
                 f"{len(text_blocks)} blocks"
             )
         self.blocks = nn.ModuleList(copy.deepcopy(text_blocks[i]) for i in range(num_layers))
+        for block in self.blocks:  # CLIP4Clip's seqTransf blocks use its TF-style LayerNorm, eps 1e-12
+            block.ln_1.eps = block.ln_2.eps = 1e-12
         self.frame_position_embeddings = nn.Embedding(pos.shape[0], width)
         if init_from_text:
             with torch.no_grad():

@@ -194,4 +194,4 @@ def test_config_layers_and_recorded_overrides():
         for ds, section in METHODS.get(name).info.official.items():
             from tvr_bench.bench.config import HARNESS_DEFAULTS, deep_merge
 
-            deep_merge(HARNESS_DEFAULTS, section, strict=True)
+            deep_merge({**HARNESS_DEFAULTS, "method": METHODS.get(name).default_options()}, section, strict=True)

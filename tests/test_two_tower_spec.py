@@ -79,3 +79,10 @@ def test_seqtransf_matches_loop_and_padded_frames_are_ignored(tiny_backbone, mak
         torch.testing.assert_close(_scores(m, t, Z2, mask)[:, 2], got[:, 2], rtol=1e-8, atol=1e-8)
     assert sum(p.numel() for p in m.temporal.parameters()) == sum(
         p.numel() for p in m.parameters()) - sum(p.numel() for p in m.backbone.parameters())
+
+
+def test_seqtransf_blocks_use_clip4clip_layernorm_eps_and_leave_the_backbone_alone(tiny_backbone, make_method):
+    """CLIP4Clip's seqTransf is module_cross's Transformer (TF-style LayerNorm, eps 1e-12), initialised from CLIP."""
+    m = make_method("seqtransf", tiny_backbone, max_frames=4, max_words=8)
+    assert all(b.ln_1.eps == b.ln_2.eps == 1e-12 for b in m.temporal.blocks)
+    assert all(b.ln_1.eps == 1e-5 for b in tiny_backbone.text_blocks())  # the deep copy leaves CLIP's own blocks

@@ -1,0 +1,201 @@
+"""DRL: Disentangled Representation Learning (official code: foolwood/DRL, ``tvr/models/modeling.py``).
+
+What the official ``wti_interaction`` computes (methods.md §11, checked against the code):
+- words W = projected hidden states at every position (``encode_text(return_hidden=True)[1]``); valid words
+  are the dataloader's ``text_mask``: [SOT], the caption tokens and [EOT] (padding excluded);
+- video tokens Z~ = seqTransf(Z) (``methods/_temporal.py``), valid frames = ``video_mask``;
+- WTI weights (``wti_arch 2``): alpha = softmax over valid words of phi_t(w_l), beta = softmax over valid
+  frames of phi_v(z~_f), phi = Linear(D,D)-ReLU-Linear(D,1) on the *unnormalised* features, padding filled
+  with -inf before the softmax. They do not depend on the other modality: computed per query / per video;
+- S_lf = cos(w_l, z~_f) **multiplied by both masks**: a padded word or frame enters the max as 0, not -inf
+  (official quirk, kept: when every valid cosine of a word is negative and the video has padded frames, the
+  max is 0). TI: t2v = sum_l max_f S_lf / L', v2t = sum_f max_l S_lf / F'; WTI: t2v = sum_l alpha_l max_f
+  S_lf, v2t = sum_f beta_f max_l S_lf; s = (t2v + v2t) / 2, times kappa (the official multiplies only in
+  training; ranking is unchanged);
+- loss = (CrossEn(kappa S) + CrossEn(kappa S^T)) / 2 (the harness's symmetric InfoNCE) + cdcr_lambda * CDCR.
+  Nothing else is added.
+- CDCR ``cdcr 3``: on the positive pairs, every valid (normalised) word is paired with the frame of its own
+  video that maximises S_lf (argmax over the zero-filled row, so a padded frame can be picked), every valid
+  frame with its best word; each of the four sets is standardised per channel (mean, unbiased std over the
+  set); c1 = sum_a alpha_a za_a zb_a^T / B, c2 = sum_a beta_a xa_a xb_a^T / B (weights carry gradient),
+  c = (c1 + c2) / 2, CDCR = alpha1 sum_i (c_ii - 1)^2 + alpha2 sum_{i!=j} c_ij^2. ``cdcr 2`` (the official TI
+  recipe) is the unweighted version (each c divided by its number of rows); ``cdcr 0`` disables it.
+
+Defaults = the README's MSR-VTT command: ``wti_arch 2``, ``cdcr 3``, alpha1 0.11, alpha2 0.0, lambda 0.001
+(``scripts/msrvtt.sh`` uses alpha1 0.14 for the same ViT-B/32 row). ``cdcr 3`` needs the WTI weights (the
+official code has no ``text_weight`` under ``ti``): interaction "ti" requires cdcr 0 or 2.
+Named option that deviates: ``max_over_valid_only`` (padding enters the max as -inf, methods.md's reading).
+One guard, inactive wherever the official loss is finite: a CDCR channel with zero std is not divided by 0
+(``standardise``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tvr_bench.bench.registry import MethodInfo, register_method
+
+from ._base import RetrievalMethod, State, l2norm
+from ._temporal import SeqTransf
+
+
+def weight_mlp(dim: int) -> nn.Sequential:
+    """phi of ``wti_arch 2``: Linear(D,D)-ReLU-Linear(D,1), DRL's init (N(0, 0.02) weights, zero biases)."""
+    mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+    for layer in (mlp[0], mlp[2]):
+        nn.init.normal_(layer.weight, std=0.02)
+        nn.init.zeros_(layer.bias)
+    return mlp
+
+
+def masked_softmax_weights(mlp: nn.Module, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    logits = mlp(feats).squeeze(-1)
+    return torch.softmax(logits.masked_fill(~mask.bool(), float("-inf")), dim=-1)
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel (x - mean) / std over the rows, unbiased std (torch default, as the official).
+
+    A channel that is constant over the set (std exactly 0) is returned as x - mean (~0) where the official
+    code divides by 0 and its loss turns NaN (and ``detect_anomaly`` stops training). It happens when every
+    frame's best word is [SOT], whose feature is identical in every caption (causal text mask), e.g. early in
+    training from scratch. Wherever the official loss is finite this changes nothing.
+    """
+    std = x.std(0)
+    return (x - x.mean(0)) / torch.where(std == 0, torch.ones_like(std), std)
+
+
+def cross_correlation_penalty(c: torch.Tensor, alpha1: float, alpha2: float) -> torch.Tensor:
+    diag = torch.diagonal(c)
+    on_diag = (diag - 1).pow(2).sum()
+    off_diag = c.pow(2).sum() - diag.pow(2).sum()
+    return alpha1 * on_diag + alpha2 * off_diag
+
+
+@register_method
+class DRL(RetrievalMethod):
+    info = MethodInfo(
+        name="drl",
+        paper="Wang, Zhang, Zheng, Pan, Hua: Disentangled Representation Learning for Text-Video Retrieval, "
+        "arXiv 2203.07111 (2022)",
+        official_repo="https://github.com/foolwood/DRL",
+        extra_params=12_648_960 + 526_338,
+        query_dependent=True,
+        description="seqTransf + weighted token-wise interaction (L x F cosine matrix, max each way, "
+        "query-independent softmax weights); InfoNCE + 0.001 x channel decorrelation (CDCR).",
+        # README / scripts/msrvtt.sh of foolwood/DRL (4 GPUs, global batch 128, features all-gathered); the
+        # released code has a dataloader for MSR-VTT only.
+        official={
+            "msrvtt": {
+                "data": {"max_frames": 12, "max_words": 32},
+                "train": {"epochs": 5, "batch_size": 128, "lr": 1e-4, "coef_lr": 1e-3},
+                # method: the OPTIONS defaults (wti, wti_arch 2, cdcr 3, alpha1 0.11, alpha2 0, lambda 0.001)
+            },
+        },
+    )
+    OPTIONS = {
+        "interaction": "wti",  # "wti" (weighted token-wise) or "ti" (token-wise)
+        "cdcr": 3,  # 0 (off), 2 (unweighted, official TI recipe) or 3 (weighted, official WTI recipe)
+        "cdcr_alpha1": 0.11,
+        "cdcr_alpha2": 0.0,
+        "cdcr_lambda": 0.001,
+        "temporal_layers": 4,
+        "max_over_valid_only": False,  # not official: padding enters the max as -inf instead of 0
+    }
+
+    def __init__(self, backbone, options, *, max_frames, max_words):
+        super().__init__(backbone, options, max_frames=max_frames, max_words=max_words)
+        interaction, cdcr = self.options["interaction"], int(self.options["cdcr"])
+        if interaction not in ("wti", "ti"):
+            raise ValueError(f"drl: method.interaction must be 'wti' or 'ti', got {interaction!r}")
+        if cdcr not in (0, 2, 3):
+            raise ValueError(f"drl: method.cdcr must be 0, 2 or 3, got {cdcr}")
+        if cdcr == 3 and interaction != "wti":
+            raise ValueError("drl: cdcr 3 weights by the WTI weights; with interaction 'ti' set method.cdcr=2 "
+                             "(the official TI recipe) or 0")
+        self.temporal = SeqTransf(backbone, int(self.options["temporal_layers"]))
+        if interaction == "wti":
+            self.text_weight_fc = weight_mlp(backbone.embed_dim)
+            self.video_weight_fc = weight_mlp(backbone.embed_dim)
+
+    # ---- query side / video side: everything that does not need the other modality --------------------
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
+        _, words = self.backbone.encode_text_tokens(tokens)
+        state = {"w_hat": l2norm(words), "text_mask": mask}
+        if self.options["interaction"] == "wti":
+            state["text_weight"] = masked_softmax_weights(self.text_weight_fc, words, mask)
+        return state
+
+    def video_from_frames(self, frame_features: torch.Tensor, mask: torch.Tensor) -> State:
+        z = self.temporal(frame_features, mask)
+        state = {"z_hat": l2norm(z), "video_mask": mask}
+        if self.options["interaction"] == "wti":
+            state["video_weight"] = masked_softmax_weights(self.video_weight_fc, z, mask)
+        return state
+
+    # ---- per pair ----------------------------------------------------------------------------------------
+    def _token_sims(self, text: State, video: State) -> torch.Tensor:
+        """S [N_t, N_v, L, F]: cosines with padded rows/columns set to 0 (official) or -inf (strict option)."""
+        sims = torch.einsum("tld,vfd->tvlf", text["w_hat"], video["z_hat"])
+        tm, vm = text["text_mask"].bool(), video["video_mask"].bool()
+        valid = tm[:, None, :, None] & vm[None, :, None, :]
+        fill = float("-inf") if self.options["max_over_valid_only"] else 0.0
+        return sims.masked_fill(~valid, fill)
+
+    def score_with_parts(self, text: State, video: State):
+        sims = self._token_sims(text, video)
+        tm, vm = text["text_mask"].bool(), video["video_mask"].bool()
+        # a padded word's row (a padded frame's column) contributes nothing: zero it (it is -inf when strict)
+        t2v_max = sims.max(dim=-1).values.masked_fill(~tm[:, None, :], 0.0)  # [t, v, l] best frame per word
+        v2t_max = sims.max(dim=-2).values.masked_fill(~vm[None, :, :], 0.0)  # [t, v, f] best word per frame
+        if self.options["interaction"] == "wti":
+            t2v = torch.einsum("tvl,tl->tv", t2v_max, text["text_weight"])
+            v2t = torch.einsum("tvf,vf->tv", v2t_max, video["video_weight"])
+        else:
+            t2v = t2v_max.sum(-1) / tm.sum(-1).to(sims.dtype)[:, None]
+            v2t = v2t_max.sum(-1) / vm.sum(-1).to(sims.dtype)[None, :]
+        logits = self.backbone.logit_scale() * (t2v + v2t) / 2
+        parts: dict[str, torch.Tensor] = {}
+        if self.training and int(self.options["cdcr"]) and sims.shape[0] == sims.shape[1]:
+            # CDCR needs the positive pairs' matrices (for the argmax) and the features they index
+            parts = {"pos_sims": torch.diagonal(sims, dim1=0, dim2=1).permute(2, 0, 1).detach(),
+                     "w_hat": text["w_hat"], "z_hat": video["z_hat"],
+                     "text_mask": text["text_mask"], "video_mask": video["video_mask"]}
+            if self.options["interaction"] == "wti":
+                parts["text_weight"], parts["video_weight"] = text["text_weight"], video["video_weight"]
+        return logits, parts
+
+    def extra_losses(self, logits, parts):
+        variant = int(self.options["cdcr"])
+        if variant == 0 or "pos_sims" not in parts:
+            return {}
+        return {"cdcr": float(self.options["cdcr_lambda"]) * self.cdcr_loss(parts, variant)}
+
+    def cdcr_loss(self, parts: dict[str, torch.Tensor], variant: int) -> torch.Tensor:
+        w, z = parts["w_hat"], parts["z_hat"]  # [B, L, D], [B, F, D], normalised
+        tm, vm = parts["text_mask"] > 0.5, parts["video_mask"] > 0.5
+        pos = parts["pos_sims"]  # [B, L, F]
+        b = w.shape[0]
+        rows = torch.arange(b, device=w.device)
+        best_frame = pos.max(dim=-1).indices  # [B, L]
+        best_word = pos.max(dim=-2).indices  # [B, F]
+        t_feat, v_feat = w[tm], z[vm]
+        max_v_feat = z[rows[:, None], best_frame][tm]  # each valid word's best frame
+        max_t_feat = w[rows[:, None], best_word][vm]  # each valid frame's best word
+        za, zb = standardise(t_feat), standardise(max_v_feat)
+        xa, xb = standardise(v_feat), standardise(max_t_feat)
+        if variant == 3:
+            c1 = torch.einsum("ac,ad,a->cd", za, zb, parts["text_weight"][tm]) / b
+            c2 = torch.einsum("ac,ad,a->cd", xa, xb, parts["video_weight"][vm]) / b
+        else:
+            c1 = za.t() @ zb / za.shape[0]
+            c2 = xa.t() @ xb / xa.shape[0]
+        return cross_correlation_penalty((c1 + c2) / 2, float(self.options["cdcr_alpha1"]),
+                                         float(self.options["cdcr_alpha2"]))
+
+    def head_modules(self):
+        mods: list[nn.Module] = [self.temporal]
+        if self.options["interaction"] == "wti":
+            mods += [self.text_weight_fc, self.video_weight_fc]
+        return mods
