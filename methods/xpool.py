@@ -1,0 +1,178 @@
+"""X-Pool: cross-modal language-video attention pooling (Gorti et al., CVPR 2022; code layer6ai-labs/xpool).
+
+What the official ``modules/transformer.py`` + ``model/clip_transformer.py`` + ``modules/metrics.py`` compute
+(../shared/docs/methods.md §8), on the *raw* CLIP features (no temporal encoder, no normalisation before
+pooling): t [D] is the projected [EOT] text feature, Z [F, D] the per-frame image features.
+
+1. one LayerNorm LN1 shared by text and frames: t' = LN1(t), Z' = LN1(Z);
+2. q = W_q t', K = Z' W_k, V = Z' W_v (D x D with bias); ``num_heads`` heads of width D/H (official: 1);
+3. a_h = softmax_F(K_h q_h / sqrt(D/H)); head outputs concatenated: o = concat_h(sum_f a_hf V_hf);
+4. r = LN2(W_o o); v_t = LN3(r + Dropout(W_p r)) (dropout 0.3, active only in training);
+5. score = kappa * cos(t, v_t) with the *raw* t (not LN1(t)), as ``sim_matrix_training/inference`` do.
+
+All five linears are identity-initialised with zero bias (official ``_init_parameters``); LayerNorms are
+torch defaults. Extra parameters 5(D^2 + D) + 3 * 2D = 1,316,352 at D = 512.
+
+Stages: LN1(Z), K and V are text-independent and computed offline in ``video_from_frames``; LN1(t) and q per
+query in ``encode_text``; ``score`` does only per-pair work (logits, softmax, aggregation, W_o, LN2, W_p,
+LN3, cosine): 2FD + 2D^2 + D MACs per pair.
+
+Padding. The official loader never pads: it samples ``num_frames`` frames uniformly over the whole video
+and, for a video with fewer frames, repeats the last sampled frame (``datasets/video_capture.py``); the
+attention has no mask. Our harness samples at 1 fps and pads with zero frames plus a mask, so the default
+``padding="repeat_last"`` fills padded slots with the last valid frame's feature (offline), which is exactly
+what the official pipeline would have fed the pooling. ``padding="none"`` uses the padded slots' features as
+they come; ``padding="mask"`` puts -inf on padded keys (not official).
+
+Named options that deviate (off by default): ``fold_out_proj`` — exact rewrite W_o(sum_f a_f V_f) + b =
+sum_f a_f (W_o V_f) + b (softmax weights sum to 1), moving W_o to the video side; it needs
+[N_v, H, F, D] video state and cuts the per-pair cost to (1 + H) F D + D^2 + D MACs. ``padding`` as above.
+
+Differences from the official code that belong to the harness, not to this module:
+- the official trainer moves the pooling module to the CPU for inference (``trainer/trainer.py``,
+  ``self.model.pool_frames.cpu()``); our harness scores on the one declared device, in chunks, so X-Pool's
+  dominant query-time cost shows up in the measured device memory and latency;
+- official frame sampling is uniform over all decoded frames, not 1 fps; official training augments
+  (RandomResizedCrop + flip) and validates 10 times per epoch keeping a windowed-best checkpoint;
+- official AdamW decays every parameter (biases and LayerNorms included); the harness skips names with
+  "bias"/"LayerNorm"; the official cosine schedule is rescaled after warm-up (HF
+  ``get_cosine_schedule_with_warmup``), the harness's ``warmup_cosine`` is not.
+
+Official recipe (``--preset official``, msrvtt = MSR-VTT-9k): README train command + ``config/all_config.py``:
+12 frames, batch 32, 5 epochs (``num_epochs`` default), CLIP lr 1e-6, new-parameter lr 3e-5 (so
+coef_lr = 1e-6 / 3e-5), weight decay 0.2, warm-up 0.1, AdamW (betas 0.9/0.999, eps 1e-6, HF AdamW
+defaults), gradient clip 1.0, dropout 0.3. Text: max_words 77 — confirmed: the README commands use
+``--huggingface``, whose ``CLIPTokenizer(..., padding=True, truncation=True)`` truncates at the model's
+77-token context (our ``data.max_words=77``: [SOT] + 75 tokens + [EOT]). X-Pool has no DiDeMo/VATEX recipe.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from tvr_bench.bench.registry import MethodInfo, register_method
+
+from ._base import RetrievalMethod, State, l2norm
+
+PADDING_MODES = ("repeat_last", "none", "mask")
+
+
+def fill_padding_with_last_valid(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """z [B, F, D]: every padded slot takes the feature of the last valid frame before it (the official
+    loader repeats the last sampled frame). Slots before the first valid frame take the first valid one."""
+    b, f, _ = z.shape
+    valid = mask.bool()
+    pos = torch.arange(f, device=z.device).expand(b, f)
+    last = torch.where(valid, pos, torch.full_like(pos, -1)).cummax(dim=1).values
+    first = torch.where(valid, pos, torch.full_like(pos, f)).min(dim=1, keepdim=True).values
+    idx = torch.where(last < 0, first.expand(b, f), last).clamp(max=f - 1)
+    return torch.gather(z, 1, idx.unsqueeze(-1).expand_as(z))
+
+
+def _identity_linear(dim: int) -> nn.Linear:
+    lin = nn.Linear(dim, dim)
+    with torch.no_grad():
+        nn.init.eye_(lin.weight)
+        lin.bias.zero_()
+    return lin
+
+
+class XPoolTransformer(nn.Module):
+    """The pooling block's parameters (names follow the official module for readability)."""
+
+    def __init__(self, dim: int, num_heads: int = 1, dropout: float = 0.3):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed dim {dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.q_proj = _identity_linear(dim)
+        self.k_proj = _identity_linear(dim)
+        self.v_proj = _identity_linear(dim)
+        self.out_proj = _identity_linear(dim)
+        self.linear_proj = _identity_linear(dim)
+        self.layer_norm1 = nn.LayerNorm(dim)  # shared by text and frames
+        self.layer_norm2 = nn.LayerNorm(dim)
+        self.layer_norm3 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+
+@register_method
+class XPool(RetrievalMethod):
+    info = MethodInfo(
+        name="xpool",
+        paper="Gorti et al., X-Pool: Cross-Modal Language-Video Attention for Text-Video Retrieval, CVPR 2022 "
+        "(arXiv 2203.15086)",
+        official_repo="https://github.com/layer6ai-labs/xpool",
+        extra_params=1_316_352,
+        query_dependent=True,
+        description="Text-conditioned cross-attention pooling of raw CLIP frames (query from the text, keys/values "
+        "from the frames, identity-initialised projections, LayerNorms, residual MLP), cosine with the text.",
+        # README train command (MSR-VTT-9k) + config/all_config.py defaults; --preset official only.
+        official={
+            "msrvtt": {
+                "data": {"max_frames": 12, "max_words": 77},
+                "train": {"epochs": 5, "batch_size": 32, "lr": 3e-5, "coef_lr": 1e-6 / 3e-5, "weight_decay": 0.2,
+                          "warmup_proportion": 0.1, "optimizer": "adamw", "betas": [0.9, 0.999], "eps": 1e-6,
+                          "grad_clip": 1.0},
+                "method": {"dropout": 0.3, "num_heads": 1},
+            },
+        },
+    )
+    OPTIONS = {"num_heads": 1, "dropout": 0.3, "padding": "repeat_last", "fold_out_proj": False}
+
+    def __init__(self, backbone, options, *, max_frames, max_words):
+        super().__init__(backbone, options, max_frames=max_frames, max_words=max_words)
+        if self.options["padding"] not in PADDING_MODES:
+            raise ValueError(f"method.padding must be one of {PADDING_MODES}, got {self.options['padding']!r}")
+        self.pool = XPoolTransformer(backbone.embed_dim, int(self.options["num_heads"]), float(self.options["dropout"]))
+
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
+        sentence, _ = self.backbone.encode_text_tokens(tokens)
+        return {
+            "t_hat": l2norm(sentence),  # the score uses the raw text feature, normalised
+            "q": self.pool.q_proj(self.pool.layer_norm1(sentence)),  # once per query
+        }
+
+    def video_from_frames(self, frame_features: torch.Tensor, mask: torch.Tensor) -> State:
+        z = frame_features
+        if self.options["padding"] == "repeat_last":
+            z = fill_padding_with_last_valid(z, mask)
+        z = self.pool.layer_norm1(z)
+        keys, values = self.pool.k_proj(z), self.pool.v_proj(z)
+        state = {"keys": keys, "video_mask": mask}
+        if self.options["fold_out_proj"]:
+            b, f, d = values.shape
+            h = self.pool.num_heads
+            w_o = self.pool.out_proj.weight.view(d, h, d // h)  # [out, head, head_dim]
+            state["values_out"] = torch.einsum("vfhj,dhj->vhfd", values.view(b, f, h, d // h), w_o)
+        else:
+            state["values"] = values
+        return state
+
+    def score_with_parts(self, text: State, video: State):
+        p = self.pool
+        q, keys = text["q"], video["keys"]
+        n_t, d = q.shape
+        n_v, f, _ = keys.shape
+        h = p.num_heads
+        dh = d // h
+        logits = torch.einsum("thj,vfhj->tvhf", q.view(n_t, h, dh), keys.view(n_v, f, h, dh)) / math.sqrt(dh)
+        if self.options["padding"] == "mask":
+            logits = logits.masked_fill(~video["video_mask"].bool()[None, :, None, :], float("-inf"))
+        attn = torch.softmax(logits, dim=-1)
+        if self.options["fold_out_proj"]:
+            r = torch.einsum("tvhf,vhfd->tvd", attn, video["values_out"]) + p.out_proj.bias
+        else:
+            values = video["values"].view(n_v, f, h, dh)
+            pooled = torch.einsum("tvhf,vfhj->tvhj", attn, values).reshape(n_t, n_v, d)
+            r = p.out_proj(pooled)
+        r = p.layer_norm2(r)
+        v_t = p.layer_norm3(r + p.dropout(p.linear_proj(r)))
+        sims = torch.einsum("td,tvd->tv", text["t_hat"], l2norm(v_t))
+        return self.backbone.logit_scale() * sims, {}
+
+    def head_modules(self):
+        return [self.pool]
