@@ -4,19 +4,33 @@ Frames: PyAV decode -> 1-fps sampling -> uniform slice to F -> the backbone's ow
 centre crop, CLIP normalisation) -> zero padding with ``video_mask`` = 0 (``bench/video.py``).
 Text: CLIP BPE ([SOT] tokens [EOT]), right-padded with 0 to ``max_words``; a caption that does not fit is an
 error naming it, or — where the dataset's protocol says so (CLIP4Clip) — truncated to max_words-1 tokens + [EOT].
+
+Frame cache: when ``bench data prepare`` has filled a cache for the same decoding parameters
+(``bench/frame_cache.py``), ``FrameStore`` reads the stored uint8 frames and applies only the normalisation; any
+video without an entry is decoded. Both paths give bit-identical tensors.
+
+Missing or unreadable videos never shrink a split silently: they stop the run with the list of them, unless
+``data.allow_missing=true``, and then the reduction is written into ``split.protocol["reduced"]`` (and from there
+into the run record).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from tvr_bench.datasets._base import Split
 
 from .errors import CaptionTooLongError, DataError
+from .frame_cache import FrameCache, Preprocessor
 from .video import frames_to_tensor, load_frames, probe_video
+
+#: how many ids / files an error message lists before "... and N more"
+LIST_LIMIT = 20
 
 
 @dataclass
@@ -49,31 +63,112 @@ def tokenize_captions(split: Split, backbone, max_words: int, overflow: str) -> 
     return TokenizedCaptions(tokens, mask, n_truncated)
 
 
-def preflight_videos(split: Split) -> None:
-    """Open every video of a split before any work starts; the first bad file stops the run, named."""
+def format_list(items: Iterable[str], limit: int = LIST_LIMIT) -> str:
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def reduce_split(split: Split, drop: dict[str, str], *, expected: dict[str, Any] | None = None) -> Split:
+    """``split`` without the videos in ``drop`` (id -> reason: "missing" / "unreadable") and their captions.
+
+    The reduction is recorded in ``protocol["reduced"]`` (accumulated over calls): the split, how many videos
+    are gone and why, the first ids, and the counts expected and used.
+    """
+    if not drop:
+        return split
+    prev = split.protocol.get("reduced")
+    if expected is None:
+        expected = prev["expected"] if prev else {"videos": len(split.videos), "captions": len(split.captions)}
+    videos = [v for v in split.videos if v.id not in drop]
+    captions = [c for c in split.captions if c.video_id not in drop]
+    reasons = dict(prev["reasons"]) if prev else {}
+    for reason in drop.values():
+        reasons[reason] = reasons.get(reason, 0) + 1
+    missing_ids = (prev["missing_ids"] if prev else []) + sorted(drop)
+    reduced = {
+        "split": split.name,
+        "missing_videos": (prev["missing_videos"] if prev else 0) + len(drop),
+        "missing_ids": missing_ids[:10],
+        "reasons": reasons,
+        "expected": expected,
+        "used": {"videos": len(videos), "captions": len(captions)},
+    }
+    return replace(split, videos=videos, captions=captions, protocol={**split.protocol, "reduced": reduced})
+
+
+def preflight_videos(split: Split, *, cache: FrameCache | None = None, allow_missing: bool = False,
+                     log: Callable[[str], None] | None = None, seen: dict | None = None) -> Split:
+    """Open every video of a split before any work starts (videos with a frame-cache entry were decoded by
+    ``bench data prepare`` and are not opened again; ``seen`` carries results across splits that share videos).
+    Every unreadable file is listed in one error, unless ``allow_missing``: then they are dropped and the reduction
+    recorded. Returns the (possibly reduced) split."""
+    seen = {} if seen is None else seen
+    bad: dict[str, str] = {}
     for v in split.videos:
-        probe_video(v.path)
+        if v.path not in seen:
+            seen[v.path] = None
+            if cache is None or not cache.has(v.id, v.path):
+                try:
+                    probe_video(v.path)
+                except DataError as exc:
+                    seen[v.path] = str(exc)
+        if seen[v.path] is not None:
+            bad[v.id] = seen[v.path]
+    if not bad:
+        return split
+    if not allow_missing:
+        detail = "; ".join(list(bad.values())[:5])
+        raise DataError(f"{split.dataset}/{split.name}: {len(bad)} unreadable video(s) of {len(split.videos)}: "
+                        f"{format_list(bad)}. {detail}{' ...' if len(bad) > 5 else ''} "
+                        "(set data.allow_missing=true to run on the rest; the run record then says so)")
+    if log:
+        log(f"  warning: {split.dataset}/{split.name}: dropping {len(bad)} unreadable video(s) "
+            f"(data.allow_missing): {format_list(bad, 5)}")
+    return reduce_split(split, {k: "unreadable" for k in bad})
 
 
 class FrameStore:
-    """Decoded, preprocessed clips by video id, optionally kept in memory for the run."""
+    """Preprocessed clips by video id: from the frame cache when it has the video, decoded otherwise; optionally
+    kept in memory for the run (as uint8 crops when the preprocess can be split: a quarter of the float size)."""
 
-    def __init__(self, split: Split, preprocess, max_frames: int, sample_fps: float, memory_cache: bool):
+    def __init__(self, split: Split, preprocess, max_frames: int, sample_fps: float, memory_cache: bool,
+                 cache: FrameCache | None = None):
         self.paths = {v.id: v.path for v in split.videos}
         self.preprocess = preprocess
+        self.prep = cache.preprocessor if cache is not None else Preprocessor(preprocess)
         self.max_frames = max_frames
         self.sample_fps = sample_fps
         self.memory_cache = memory_cache
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.cache = cache
+        self._memory: dict[str, Any] = {}
+        self.n_cached = self.n_decoded = 0
+
+    def frames(self, video_id: str) -> np.ndarray:
+        """uint8 ``[T, S, S, 3]`` after resize and crop (needs a splittable preprocess)."""
+        path = self.paths[video_id]
+        if self.cache is not None:
+            stored = self.cache.load(video_id, path)
+            if stored is not None:
+                self.n_cached += 1
+                return stored
+        self.n_decoded += 1
+        return self.prep.crop(load_frames(path, self.max_frames, self.sample_fps))
 
     def get(self, video_id: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if video_id in self._cache:
-            return self._cache[video_id]
-        frames = load_frames(self.paths[video_id], self.max_frames, self.sample_fps)
-        clip = frames_to_tensor(frames, self.preprocess, self.max_frames)
-        if self.memory_cache:
-            self._cache[video_id] = clip
-        return clip
+        item = self._memory.get(video_id)
+        if item is None:
+            if self.prep.splittable:
+                item = self.frames(video_id)
+            else:
+                self.n_decoded += 1
+                item = frames_to_tensor(load_frames(self.paths[video_id], self.max_frames, self.sample_fps),
+                                        self.preprocess, self.max_frames)
+            if self.memory_cache:
+                self._memory[video_id] = item
+        if isinstance(item, np.ndarray):
+            return self.prep.to_clip(item, self.max_frames)
+        return item
 
 
 class PairDataset(Dataset):

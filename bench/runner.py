@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,7 @@ from .config import resolve_config
 from .data import FrameStore, PairDataset, preflight_videos, tokenize_captions
 from .errors import ConfigError
 from .evaluate import encode_videos, evaluate_split
+from .frame_cache import FrameCache, Preprocessor
 from .records import SCHEMA_VERSION, record_exists, record_filename, write_record
 from .registry import DATASETS, METHODS
 from .train import Trainer, autocast_factory, seed_everything
@@ -45,6 +47,26 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine")
     return dev
+
+
+def open_frame_cache(cache_dir: Path, dataset: str, preprocess, max_frames: int,
+                     sample_fps: float) -> FrameCache | None:
+    """The frame cache ``bench data prepare`` filled for these decoding parameters, if there is one."""
+    prep = Preprocessor(preprocess)
+    if not prep.splittable:
+        return None
+    cache = FrameCache(cache_dir, dataset, prep, max_frames, sample_fps)
+    return cache if cache.exists() else None
+
+
+def _reduced_fields(reduced: dict[str, dict], test_split: str) -> dict:
+    """``protocol.reduced``: the test split's reduction (else the first one); all of them when several."""
+    if not reduced:
+        return {}
+    out = {"reduced": reduced.get(test_split, next(iter(reduced.values())))}
+    if len(reduced) > 1 or test_split not in reduced:
+        out["reduced_splits"] = reduced
+    return out
 
 
 def _metric_block(result: dict) -> dict:
@@ -72,17 +94,32 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     cache_dir = Path(d["cache_dir"]) if d["cache_dir"] else default_cache_dir()
     dataset = dataset_cls(cfg, cache_dir=cache_dir)
     t0 = time.perf_counter()
+    # missing videos stop the run here, listed (or, with data.allow_missing, are dropped and recorded)
     splits = {name: dataset.load_split(name) for name in
               dict.fromkeys([dataset.train_split, dataset.val_split, dataset.test_split])}
-    for split in splits.values():
-        preflight_videos(split)
     timings["data_prepare_s"] = time.perf_counter() - t0
 
     seed_everything(seed)
     backbone = build_backbone(cfg["backbone"]["name"], cfg["backbone"]["pretrained"])
+    t0 = time.perf_counter()
+    frames = open_frame_cache(cache_dir, dataset_name, backbone.preprocess, d["max_frames"], d["sample_fps"])
+    seen: dict = {}
+    for name in splits:  # no RNG use: the model initialisation below is unchanged
+        splits[name] = preflight_videos(splits[name], cache=frames, allow_missing=d["allow_missing"], log=log,
+                                        seen=seen)
+    if frames is not None:
+        every = {v.id: v.path for s in splits.values() for v in s.videos}
+        n_cached = sum(frames.has(vid, path) for vid, path in every.items())
+        log(f"  frame cache {frames.dir}: {n_cached}/{len(every)} videos cached, the rest decoded on the fly")
+    timings["data_prepare_s"] += time.perf_counter() - t0
+    reduced = {name: s.protocol["reduced"] for name, s in splits.items() if "reduced" in s.protocol}
+    for r in reduced.values():
+        log(f"  warning: {dataset_name}/{r['split']} reduced: {r['missing_videos']} video(s) dropped "
+            f"(data.allow_missing), {r['used']['videos']} of {r['expected']['videos']} used")
     method = method_cls(backbone, cfg["method"], max_frames=d["max_frames"], max_words=d["max_words"]).to(dev)
     tokens = {name: tokenize_captions(s, backbone, d["max_words"], d["text_overflow"]) for name, s in splits.items()}
-    stores = {name: FrameStore(s, backbone.preprocess, d["max_frames"], d["sample_fps"], d["memory_cache"])
+    stores = {name: FrameStore(s, backbone.preprocess, d["max_frames"], d["sample_fps"], d["memory_cache"],
+                               cache=frames)
               for name, s in splits.items()}
     autocast, _ = autocast_factory(dev, cfg["train"]["precision"])
     e = cfg["eval"]
@@ -94,6 +131,9 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
 
     run_name = record_filename(method_name, dataset_name, seed)[: -len(".json")]
     ckpt_dir = out_dir / "checkpoints" / run_name
+    if overwrite and ckpt_dir.exists():
+        # --overwrite means a fresh run: resuming from a finished run's last.pt would skip training entirely
+        shutil.rmtree(ckpt_dir)
     chash = config_hash(cfg)
     log(f"== {method_name} on {dataset_name}, seed {seed} ({preset} preset, device {dev}) ==")
     t0 = time.perf_counter()
@@ -155,7 +195,8 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
         },
         "protocol": {**dataset.describe(), "test": test.summary(),
                      "fingerprint": test.fingerprint(),
-                     "captions_truncated": {k: v.n_truncated for k, v in tokens.items()}},
+                     "captions_truncated": {k: v.n_truncated for k, v in tokens.items()},
+                     **_reduced_fields(reduced, dataset.test_split)},
         "training": {"history": train_state.history if train_state else [],
                      "best_epoch": train_state.best_epoch if train_state else None,
                      "config_hash": chash},
