@@ -576,14 +576,17 @@ def load_baseline(path: str | os.PathLike) -> Baseline:
     return Baseline(records, tolerances, method_tolerances)
 
 
-def build_baseline(records: Sequence[dict], *, reference_seed: int = 0, k: float = 4.0,
-                   description: str = "") -> dict:
+def build_baseline(records: Sequence[dict], *, reference_seed: int = 0, k: float = 4.0, min_seeds: int = 3,
+                   borrow: bool = False, description: str = "") -> dict:
     """A baseline file from a multi-seed run: the ``reference_seed`` records, with per-method tolerances.
 
     Training from scratch is chaotic: a different CPU, thread count or codec build perturbs the first float
     and the run ends elsewhere. The seed-to-seed spread measures that noise, so each rank metric of each
     method gets ``max(default, k x sample std over seeds)`` (MdR rounded up to whole ranks). CI runs the
     reference seed and fails only on moves beyond that spread (e.g. a method that stops learning).
+
+    A method with fewer than ``min_seeds`` seeds is an error, unless ``borrow``: it then gets, per metric, the
+    largest spread measured on the methods that have enough seeds, and ``seed_spread`` says so.
     """
     import statistics
 
@@ -593,37 +596,54 @@ def build_baseline(records: Sequence[dict], *, reference_seed: int = 0, k: float
     for r in records:
         by_method.setdefault(r["method"], []).append(r)
     out_records, method_tol, spread = [], {}, {}
+    stds: dict[str, dict[str, float]] = {}
     for method, recs in sorted(by_method.items()):
         seeds = sorted(r["seed"] for r in recs)
-        if len(seeds) < 3:
-            raise ConfigError(f"build_baseline: {method} has {len(seeds)} seed(s) {seeds}; need >= 3 for a spread")
-        ref = [r for r in recs if r["seed"] == reference_seed]
-        if not ref:
+        if reference_seed not in seeds:
             raise ConfigError(f"build_baseline: {method} has no record for reference seed {reference_seed}")
-        out_records.append(ref[0])
+        out_records.append(next(r for r in recs if r["seed"] == reference_seed))
+        spread[method] = {"seeds": seeds}
+        if len(seeds) < min_seeds:
+            if not borrow:
+                raise ConfigError(f"build_baseline: {method} has {len(seeds)} seed(s) {seeds}; need >= {min_seeds} "
+                                  "for a spread (or borrow the largest measured spread)")
+            continue
         flat = [flatten_record(r) for r in recs]
-        tol, sp = {}, {}
+        stds[method] = {}
         for d in DIRECTIONS:
             for m in RANK_METRICS:
-                key = f"{d}.{m}"
                 vals = [f[f"{d}_{m}"] for f in flat if isinstance(f.get(f"{d}_{m}"), (int, float))]
-                if len(vals) < 3:
-                    continue
-                sd = statistics.stdev(vals)
-                sp[key] = {"mean": round(statistics.fmean(vals), 3), "std": round(sd, 3), "n": len(vals)}
-                default = DEFAULT_TOLERANCES[m]
-                allowed = max(default.abs, k * sd)
-                if m == "MdR":
-                    allowed = float(math.ceil(allowed))
-                tol[key] = {"abs": round(allowed, 2), "rel": default.rel}
-        method_tol[method] = tol
-        spread[method] = {"seeds": seeds, **sp}
+                if len(vals) >= 2:
+                    stds[method][f"{d}.{m}"] = statistics.stdev(vals)
+                    spread[method][f"{d}.{m}"] = {"mean": round(statistics.fmean(vals), 3),
+                                                  "std": round(stds[method][f"{d}.{m}"], 3), "n": len(vals)}
+    if not stds:
+        raise ConfigError(f"build_baseline: no method has >= {min_seeds} seeds; nothing to measure a spread on")
+    pooled: dict[str, float] = {}
+    for per in stds.values():
+        for key, sd in per.items():
+            pooled[key] = max(pooled.get(key, 0.0), sd)
+
+    def tolerance(key: str, sd: float) -> dict:
+        default = DEFAULT_TOLERANCES[key.rpartition(".")[2]]
+        allowed = max(default.abs, k * sd)
+        if key.endswith("MdR"):
+            allowed = float(math.ceil(allowed))
+        return {"abs": round(allowed, 2), "rel": default.rel}
+
+    for method in by_method:
+        if method in stds:
+            method_tol[method] = {key: tolerance(key, sd) for key, sd in stds[method].items()}
+        else:
+            method_tol[method] = {key: tolerance(key, sd) for key, sd in pooled.items()}
+            spread[method]["borrowed"] = (f"fewer than {min_seeds} seeds: tolerances use the largest std measured on "
+                                          f"{', '.join(sorted(stds))}")
     return {
         "schema_version": 1,
         "description": description,
         "notes": f"records: seed {reference_seed}; per-method tolerance = max(default, {k:g} x sample std over "
                  f"the seeds listed in seed_spread)",
-        "method_tolerances": method_tol,
+        "method_tolerances": dict(sorted(method_tol.items())),
         "seed_spread": spread,
         "records": out_records,
     }

@@ -279,4 +279,8 @@ def test_baseline_from_seed_spread_sets_per_method_tolerances(tmp_path):
     failed = {(r.method, r.metric) for r in report.failures}
     assert ("meanp", "R@1") in failed and not any(m == "glccl" and k == "R@1" for m, k in failed)
     with pytest.raises(ConfigError, match="need >= 3"):
-        build_baseline(stable[:2])
+        build_baseline(noisy + stable[:2])
+    # borrowing: a method with too few seeds gets the largest measured spread, and the file says so
+    borrowed = build_baseline(noisy + stable[:1], k=3.0, borrow=True)
+    assert borrowed["method_tolerances"]["meanp"]["t2v.R@1"]["abs"] == pytest.approx(3 * sd, abs=0.01)
+    assert "borrowed" in borrowed["seed_spread"]["meanp"] and "borrowed" not in borrowed["seed_spread"]["glccl"]
