@@ -47,17 +47,23 @@ def main() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
               show_default=True, help="Folder for run records and checkpoints.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Folder holding the dataset's annotation files and videos (sets data.root; one dataset).")
 @click.option("--overwrite", is_flag=True, help="Rerun even when a record exists.")
 @click.option("--table/--no-table", default=True, show_default=True,
               help="Print the comparison table of the records in --out at the end.")
 @click.option("--quiet", is_flag=True, help="Only the summary lines.")
-def run(methods, datasets_, seeds, overrides, preset, out_dir, device, overwrite, table, quiet):
+def run(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite, table, quiet):
     """Train and evaluate every (method, dataset, seed) combination; one JSON record each."""
     from tvr_bench.bench.registry import DATASETS, METHODS
     from tvr_bench.bench.runner import run_one
 
     method_names = METHODS.parse_list(methods)
     dataset_names = DATASETS.parse_list(datasets_)
+    if root is not None:
+        from tvr_bench.bench.data_cli import root_override
+
+        overrides = (*overrides, root_override(root, dataset_names))
     seeds = list(seeds) or [0]
     plan = [(m, d, s) for d in dataset_names for m in method_names for s in seeds]
     # resolve every config first: a bad --set key fails before any work starts
@@ -102,6 +108,15 @@ def list_(what):
             click.echo(f"{name:12s} {kind:27s} {info.description}")
             click.echo(f"{'':12s} paper: {info.paper}")
             click.echo(f"{'':12s} code:  {info.official_repo}")
+            extra = "unknown" if info.extra_params is None else f"{info.extra_params:,}"
+            recipes = ", ".join(sorted(info.official)) or "none"
+            click.echo(f"{'':12s} params added at ViT-B/32 (analytic): {extra}; official recipes "
+                       f"(--preset official): {recipes}")
+            for r in info.published():
+                what = f" ({r.variant})" if r.variant else ""
+                r1 = r.t2v.get("R@1")
+                shown = "-" if r1 is None else f"{r1:.1f}"
+                click.echo(f"{'':12s} published {r.dataset}{what}: T2V R@1 {shown}  {r.label()}")
     else:
         for name in DATASETS.names():
             info = DATASETS.get(name).info
@@ -113,21 +128,37 @@ def list_(what):
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write CSV here.")
 @click.option("--latex", "latex_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write LaTeX here.")
 @click.option("--per-seed", is_flag=True, help="One row per seed instead of mean ± std.")
-def compare(paths, csv_path, latex_path, per_seed):
+@click.option("--published", is_flag=True,
+              help="Add published results (tags V/S/P, never [R]) beside the measured rows, labelled.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a Markdown report here and its R@1-vs-FLOPs figure beside it (same name, .png).")
+def compare(paths, csv_path, latex_path, per_seed, published, report_path):
     """Print a methods x (metrics, cost) table of the run records in PATHS (files or folders)."""
-    from tvr_bench.bench.compare import comparison_table
+    from tvr_bench.bench.compare import comparison_table, write_report
     from tvr_bench.bench.records import atomic_write_text, load_records
 
     records = [r for p in paths for r in load_records(p)]
     agg = not per_seed
-    md = comparison_table(records, fmt="markdown", aggregate_seeds=agg)
+    md = comparison_table(records, fmt="markdown", aggregate_seeds=agg, published=published)
     outputs = []
     if csv_path:
-        outputs.append((csv_path, comparison_table(records, fmt="csv", aggregate_seeds=agg)))
+        outputs.append((csv_path, comparison_table(records, fmt="csv", aggregate_seeds=agg, published=published)))
     if latex_path:
-        outputs.append((latex_path, comparison_table(records, fmt="latex", aggregate_seeds=agg)))
+        outputs.append((latex_path, comparison_table(records, fmt="latex", aggregate_seeds=agg, published=published)))
     for path, text in outputs:
         atomic_write_text(path, text)
+    if report_path:
+        import json
+
+        not_applicable = {}  # `bench efficiency` lists methods that refuse a dataset's shapes beside its records
+        for p in paths:
+            na_file = p / "_not_applicable.json"
+            if p.is_dir() and na_file.is_file():
+                not_applicable.update(json.loads(na_file.read_text()))
+        md_file, png_file = write_report(records, report_path, published=published, aggregate_seeds=agg,
+                                         command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                                         not_applicable=not_applicable)
+        click.echo(f"wrote {md_file} and {png_file}", err=True)
     click.echo(md)
 
 
@@ -142,14 +173,49 @@ def check(current, baseline, tols):
     from tvr_bench.bench.check import check_records, load_baseline, parse_tolerance_overrides
     from tvr_bench.bench.records import load_records
 
-    base_records, base_tol = load_baseline(baseline)
-    tolerances = dict(base_tol or {})
-    tolerances.update(parse_tolerance_overrides(list(tols)))
-    report = check_records(load_records(current), base_records, tolerances or None)
+    base = load_baseline(baseline)
+    tolerances = dict(base.tolerances or {})
+    overrides = parse_tolerance_overrides(list(tols))
+    tolerances.update(overrides)
+    # command-line overrides win over the baseline's per-method tolerances too
+    per_method = {m: {**t, **overrides} for m, t in base.method_tolerances.items()}
+    report = check_records(load_records(current), base.records, tolerances or None, per_method)
     click.echo(report.render())
     if not report.ok:
         sys.exit(1)
 
+
+@main.command()
+@click.argument("runs", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Baseline file to write (atomically).")
+@click.option("--reference-seed", default=0, show_default=True, help="Seed whose records become the baseline.")
+@click.option("-k", "k", default=4.0, show_default=True,
+              help="Tolerance = max(default, k x seed-to-seed sample std) per method and metric.")
+@click.option("--borrow-spread", is_flag=True,
+              help="Methods with < 3 seeds get the largest spread measured on the others (recorded as such).")
+@click.option("--description", default="", help="Stored in the baseline file.")
+def baseline(runs, out_path, reference_seed, k, borrow_spread, description):
+    """Build a regression baseline from a multi-seed run (>= 3 seeds per method) in RUNS."""
+    import json
+
+    from tvr_bench.bench.check import build_baseline
+    from tvr_bench.bench.records import atomic_write_text, load_records
+
+    data = build_baseline(load_records(runs), reference_seed=reference_seed, k=k, borrow=borrow_spread,
+                          description=description)
+    atomic_write_text(out_path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+    for m, tol in data["method_tolerances"].items():
+        click.echo(f"{m:12s} " + "  ".join(f"{key} ±{v['abs']:g}" for key, v in tol.items() if "R@1" in key or "MdR" in key))
+    click.echo(f"wrote {out_path}")
+
+
+from tvr_bench.bench.data_cli import data as _data_group  # noqa: E402 - `bench data verify|prepare`
+
+main.add_command(_data_group)
+from tvr_bench.bench.efficiency_cli import efficiency as _efficiency  # noqa: E402 - `bench efficiency`
+
+main.add_command(_efficiency)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

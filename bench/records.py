@@ -14,8 +14,11 @@ JSON path                     type             meaning / constraint
 ``method``                    str              method name (non-empty)
 ``dataset``                   str              dataset name (non-empty)
 ``seed``                      int              random seed of the run
-``kind``                      str              ``"run"`` (train + eval) or ``"cost"`` (cost only)
-``metrics``                   dict / null      null only when ``kind == "cost"``
+``kind``                      str              ``"run"`` (train + eval), ``"cost"`` (cost only) or
+                                               ``"efficiency"`` (``bench efficiency``: cost at paper
+                                               shapes, no training)
+``metrics``                   dict / null      null only when ``kind`` is ``"cost"``; always null
+                                               when ``kind == "efficiency"``
 ``metrics.t2v``               dict             text-to-video results, keys below
 ``metrics.v2t``               dict             video-to-text results, keys below
 ``metrics.<dir>.R@K``         float            recall (percent) for K in 1, 5, 10: in [0, 100],
@@ -44,6 +47,12 @@ JSON path                     type             meaning / constraint
                                                (bool / null), ``packages`` (dict name -> version),
                                                ``device`` (str), ``command`` (str or list of str),
                                                ``started_at`` / ``finished_at`` (ISO-8601 str)
+``efficiency``                dict             only (and required) when ``kind == "efficiency"``:
+                                               ``latency.by_gallery`` is a non-empty list of
+                                               rows, each with ``gallery_size`` (int > 0) and
+                                               ``status`` ``"measured"`` (with ``median_ms``
+                                               >= 0) or ``"skipped"`` (with a ``reason`` str and
+                                               an ``extrapolated_ms`` >= 0): never a silent gap
 (other top-level keys)        any              allowed, e.g. ``protocol`` (dict; its
                                                ``fingerprint`` str identifies the evaluation
                                                protocol), ``timings``, ``dataset_fingerprint``
@@ -94,7 +103,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
-KINDS = ("run", "cost")
+KINDS = ("run", "cost", "efficiency")
 DIRECTIONS = ("t2v", "v2t")
 RECALL_KEYS = ("R@1", "R@5", "R@10")
 RANK_METRICS = ("R@1", "R@5", "R@10", "MdR", "MnR", "RSum")
@@ -292,6 +301,42 @@ def _check_provenance(prov: Any, problems: list[str]) -> None:
             _check_iso(prov[k], f"provenance.{k}", problems)
 
 
+def _check_efficiency(eff: Any, present: bool, problems: list[str]) -> None:
+    """The part of an efficiency record that makes a gap visible: every latency size measured or skipped."""
+    if not present:
+        problems.append("efficiency: missing")
+        return
+    if not isinstance(eff, dict):
+        problems.append(f"efficiency: expected an object, got {_type_name(eff)}")
+        return
+    lat = eff.get("latency")
+    rows = lat.get("by_gallery") if isinstance(lat, dict) else None
+    if not isinstance(rows, list) or not rows:
+        problems.append("efficiency.latency.by_gallery: expected a non-empty list")
+        return
+    for i, row in enumerate(rows):
+        p = f"efficiency.latency.by_gallery[{i}]"
+        if not isinstance(row, dict):
+            problems.append(f"{p}: expected an object, got {_type_name(row)}")
+            continue
+        n = row.get("gallery_size")
+        if not _is_int(n) or n <= 0:
+            problems.append(f"{p}.gallery_size: expected an integer > 0, got {_fmt(n)}")
+        status = row.get("status")
+        if status == "measured":
+            v = row.get("median_ms")
+            if not _is_num(v) or v < 0:
+                problems.append(f"{p}.median_ms: expected a number >= 0, got {_fmt(v)}")
+        elif status == "skipped":
+            if not isinstance(row.get("reason"), str) or not row["reason"].strip():
+                problems.append(f"{p}.reason: a skipped size must say why")
+            v = row.get("extrapolated_ms")
+            if not _is_num(v) or v < 0:
+                problems.append(f"{p}.extrapolated_ms: expected a number >= 0, got {_fmt(v)}")
+        else:
+            problems.append(f"{p}.status: {_fmt(status)} not one of measured, skipped")
+
+
 def record_problems(rec: Any) -> list[str]:
     """Every schema problem of ``rec``, each prefixed with its JSON path; ``[]`` when valid."""
     if not isinstance(rec, dict):
@@ -314,8 +359,10 @@ def record_problems(rec: Any) -> list[str]:
     if "metrics" in rec:
         m = rec["metrics"]
         if m is None:
-            if kind != "cost":
-                problems.append('metrics: null is only allowed when kind is "cost"')
+            if kind not in ("cost", "efficiency"):
+                problems.append('metrics: null is only allowed when kind is "cost" or "efficiency"')
+        elif kind == "efficiency":
+            problems.append("metrics: must be null when kind is \"efficiency\" (cost only, no training)")
         else:
             _check_rank_block(m, "metrics", problems)
             if isinstance(m, dict) and "last_epoch" in m and m["last_epoch"] is not None:
@@ -326,6 +373,8 @@ def record_problems(rec: Any) -> list[str]:
                 problems.append(f"metrics.conventions: expected an object, got {_type_name(m['conventions'])}")
     if "cost" in rec:
         _check_cost(rec["cost"], problems)
+    if kind == "efficiency":
+        _check_efficiency(rec.get("efficiency"), "efficiency" in rec, problems)
     if "config" in rec and not isinstance(rec["config"], dict):
         problems.append(f"config: expected an object, got {_type_name(rec['config'])}")
     if "provenance" in rec:
@@ -344,7 +393,7 @@ def record_label(rec: Any) -> str:
     if not isinstance(rec, dict):
         return "<not a record>"
     label = f"{rec.get('method', '?')}/{rec.get('dataset', '?')}/seed{rec.get('seed', '?')}"
-    return label + " (cost)" if rec.get("kind") == "cost" else label
+    return label + f" ({rec['kind']})" if rec.get("kind") in ("cost", "efficiency") else label
 
 
 def record_key(rec: dict) -> tuple[str, str, int, str]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# passive OpenMP waiting (read when torch loads OpenMP, so before the import): spinning threads make runs
+# collapse when the 2 cores are shared
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
