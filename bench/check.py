@@ -582,7 +582,8 @@ def build_baseline(records: Sequence[dict], *, reference_seed: int = 0, k: float
 
     Training from scratch is chaotic: a different CPU, thread count or codec build perturbs the first float
     and the run ends elsewhere. The seed-to-seed spread measures that noise, so each rank metric of each
-    method gets ``max(default, k x sample std over seeds)`` (MdR rounded up to whole ranks). CI runs the
+    method gets ``max(default, k x sample std over seeds, k x median std over methods)`` (MdR rounded up to
+    whole ranks; the median floor guards against a spread that a few seeds underestimate). CI runs the
     reference seed and fails only on moves beyond that spread (e.g. a method that stops learning).
 
     A method with fewer than ``min_seeds`` seeds is an error, unless ``borrow``: it then gets, per metric, the
@@ -620,13 +621,15 @@ def build_baseline(records: Sequence[dict], *, reference_seed: int = 0, k: float
     if not stds:
         raise ConfigError(f"build_baseline: no method has >= {min_seeds} seeds; nothing to measure a spread on")
     pooled: dict[str, float] = {}
-    for per in stds.values():
-        for key, sd in per.items():
-            pooled[key] = max(pooled.get(key, 0.0), sd)
+    typical: dict[str, float] = {}  # median std over methods: a floor, since 3 seeds can show a spread of ~0
+    for key in {k_ for per in stds.values() for k_ in per}:
+        values = [per[key] for per in stds.values() if key in per]
+        pooled[key] = max(values)
+        typical[key] = statistics.median(values)
 
     def tolerance(key: str, sd: float) -> dict:
         default = DEFAULT_TOLERANCES[key.rpartition(".")[2]]
-        allowed = max(default.abs, k * sd)
+        allowed = max(default.abs, k * sd, k * typical[key])
         if key.endswith("MdR"):
             allowed = float(math.ceil(allowed))
         return {"abs": round(allowed, 2), "rel": default.rel}
@@ -642,7 +645,7 @@ def build_baseline(records: Sequence[dict], *, reference_seed: int = 0, k: float
         "schema_version": 1,
         "description": description,
         "notes": f"records: seed {reference_seed}; per-method tolerance = max(default, {k:g} x sample std over "
-                 f"the seeds listed in seed_spread)",
+                 f"the seeds listed in seed_spread, {k:g} x the median of that std over methods)",
         "method_tolerances": dict(sorted(method_tol.items())),
         "seed_spread": spread,
         "records": out_records,

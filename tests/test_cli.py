@@ -38,7 +38,8 @@ def invoke(*args: str):
 @pytest.fixture(scope="session")
 def smoke_dir(cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
-    res = invoke("run", "--method", "glccl,meanp", "--dataset", "synthetic", "--preset", "smoke",
+    # every registered method in one command: the smoke run CI checks against the committed baseline
+    res = invoke("run", "--method", "all", "--dataset", "synthetic", "--preset", "smoke",
                  "--out", str(out), "--quiet")
     assert res.exit_code == 0, res.output
     return out, res.output
@@ -48,21 +49,23 @@ def test_smoke_run_writes_valid_records_and_prints_the_table(smoke_dir):
     from tvr_bench.bench.records import load_records
 
     out, output = smoke_dir
+    from tvr_bench.bench.registry import METHODS
+
     records = {r["method"]: r for r in load_records(out)}
-    assert set(records) == {"glccl", "meanp"}
+    assert set(records) == set(METHODS.names())
     for name, rec in records.items():
         assert rec["schema_version"] == 1 and rec["dataset"] == "synthetic" and rec["seed"] == 0
         for d in ("t2v", "v2t"):
             assert set(rec["metrics"][d]) == {"R@1", "R@5", "R@10", "MdR", "MnR", "RSum"}
         assert rec["metrics"]["selection"].startswith("best t2v/R@1 on split 'val'")
         assert rec["cost"]["memory"]["kind"] == "cpu_peak_rss" and rec["cost"]["memory"]["peak_bytes"] > 0
-        assert rec["cost"]["flops"]["gallery_size"] == 24
+        assert rec["cost"]["flops"]["gallery_size"] == 64
         assert rec["config"]["run"]["preset"] == "smoke"
         assert rec["provenance"]["git_sha"] is None or len(rec["provenance"]["git_sha"]) == 40
-        assert rec["protocol"]["test"]["n_videos"] == 24
+        assert rec["protocol"]["test"]["n_videos"] == 64
     assert records["meanp"]["cost"]["params"]["head"] == 0
-    assert records["glccl"]["cost"]["params"]["head"] > 0
-    assert "| synthetic | glccl" in output and "| synthetic | meanp" in output
+    assert all(rec["cost"]["params"]["head"] > 0 for name, rec in records.items() if name != "meanp")
+    assert all(f"| synthetic | {name}" in output for name in records)  # one comparison table of all methods
     assert not list(out.glob("**/*.tmp*"))  # atomic writes leave nothing behind
 
 
@@ -74,9 +77,27 @@ def test_rerun_skips_finished_records(smoke_dir):
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.json")} == before
 
 
+def test_overwrite_retrains_instead_of_resuming_the_finished_checkpoint(smoke_dir, tmp_path):
+    out, _ = smoke_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)  # leave the session's records alone
+    res = invoke("run", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke", "--out", str(copy),
+                 "--overwrite", "--no-table")
+    assert res.exit_code == 0, res.output
+    rec = json.loads((copy / "meanp__synthetic__seed0.json").read_text())
+    assert len(rec["training"]["history"]) == rec["config"]["train"]["epochs"]
+    assert "resum" not in res.output.lower()
+
+
 def test_smoke_run_matches_committed_baseline(smoke_dir):
     """The CI regression check: the pinned smoke run against reports/baselines/smoke.json."""
+    from tvr_bench.bench.check import load_baseline
+    from tvr_bench.bench.registry import METHODS
+
     out, _ = smoke_dir
+    base = load_baseline(BASELINE)
+    # coverage: every registered method has a pinned smoke record and a seed-spread tolerance
+    assert {r["method"] for r in base.records} == set(METHODS.names()) == set(base.method_tolerances)
     res = invoke("check", str(out), "--baseline", str(BASELINE))
     assert res.exit_code == 0, res.output
 
@@ -109,7 +130,9 @@ def test_compare_writes_csv_and_latex(smoke_dir, tmp_path):
     res = invoke("compare", str(out), "--csv", str(tmp_path / "t.csv"), "--latex", str(tmp_path / "t.tex"))
     assert res.exit_code == 0 and "glccl" in res.output
     df = pd.read_csv(tmp_path / "t.csv")
-    assert set(df["method"]) == {"glccl", "meanp"}
+    from tvr_bench.bench.registry import METHODS
+
+    assert set(df["method"]) == set(METHODS.names())
     assert "\\begin{tabular}" in (tmp_path / "t.tex").read_text()
 
 
@@ -185,7 +208,7 @@ def test_config_layers_and_recorded_overrides():
     cfg, applied = resolve_config(method_cls=METHODS.get("glccl"), dataset_cls=DATASETS.get("synthetic"),
                                   preset="smoke", overrides=["train.epochs=3", "method.csc_weight=0"], seed=7)
     assert cfg["train"]["epochs"] == 3 and cfg["method"]["csc_weight"] == 0
-    assert cfg["train"]["batch_size"] == 16  # preset over dataset default
+    assert cfg["train"]["batch_size"] == 32  # preset over dataset default
     assert cfg["data"]["max_frames"] == 8  # dataset default over harness default
     assert cfg["run"]["overrides"] == applied == {"train.epochs": 3, "method.csc_weight": 0}
     assert cfg["run"]["seed"] == 7
