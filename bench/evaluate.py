@@ -7,6 +7,8 @@ never exceed ``chunk_size`` texts x ``chunk_size`` videos, whatever the gallery 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Iterable
 
 import torch
@@ -67,14 +69,34 @@ def similarity_matrix(method, text: State, video: State, chunk_size: int, autoca
     return sim
 
 
+@torch.no_grad()
+def streamed_similarity(method, captions: TokenizedCaptions, video: State, *, batch_size: int, chunk_size: int,
+                        device, autocast) -> torch.Tensor:
+    """The [N_t, N_v] matrix with the text side streamed: one group of queries' states is held at a time.
+
+    (All 15,000 VATEX captions' GLCCL word states alone are ~3 GB.) Groups of lcm(batch, chunk) captions keep
+    every text-encoding batch and every scoring block as a one-shot pass forms them: the result is bit-identical.
+    """
+    n_t = captions.tokens.shape[0]
+    n_v = next(iter(video.values())).shape[0]
+    group = math.lcm(batch_size, chunk_size)
+    sim = torch.empty(n_t, n_v, dtype=torch.float32)
+    for start in range(0, n_t, group):
+        part = dataclasses.replace(captions, tokens=captions.tokens[start: start + group],
+                                   mask=captions.mask[start: start + group])
+        text = encode_texts(method, part, batch_size, device, autocast)
+        sim[start: start + group] = similarity_matrix(method, text, video, chunk_size, autocast)
+    return sim
+
+
 def evaluate_split(method, split, store: FrameStore, captions: TokenizedCaptions, *, batch_size: int,
                    chunk_size: int, tie_policy: str, device, autocast) -> dict:
     was_training = method.training
     method.eval()
     try:
         video = encode_videos(method, store, split, batch_size, device, autocast)
-        text = encode_texts(method, captions, batch_size, device, autocast)
-        sim = similarity_matrix(method, text, video, chunk_size, autocast)
+        sim = streamed_similarity(method, captions, video, batch_size=batch_size, chunk_size=chunk_size,
+                                  device=device, autocast=autocast)
     finally:
         method.train(was_training)
     result = M.retrieval_metrics(sim, split.text_to_video(), chunk_size=max(chunk_size, 256), tie_policy=tie_policy)

@@ -73,3 +73,25 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, monk
     a, b = json.loads(ref.read_text()), json.loads(path.read_text())
     assert a["metrics"]["t2v"] == b["metrics"]["t2v"] and a["metrics"]["v2t"] == b["metrics"]["v2t"]
     assert [e["loss_total"] for e in a["training"]["history"]] == [e["loss_total"] for e in b["training"]["history"]]
+
+
+def test_streamed_text_side_gives_the_one_shot_matrix_bit_for_bit(tiny_backbone, make_method):
+    """Evaluation streams query states in groups of lcm(batch, chunk): same batches, same blocks, same bits."""
+    import contextlib
+
+    from tvr_bench.bench.data import TokenizedCaptions
+    from tvr_bench.bench.evaluate import encode_texts, similarity_matrix, streamed_similarity
+
+    m = make_method("glccl", tiny_backbone, max_frames=4, max_words=8)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, 400, (17, 8), generator=g)
+    tokens[:, -1] = tiny_backbone.tokenizer.eot_token_id
+    caps = TokenizedCaptions(tokens=tokens, mask=torch.ones_like(tokens), n_truncated=0)
+    with torch.no_grad():
+        video = m.encode_video(torch.randn(5, 4, 3, 32, 32, generator=g), torch.ones(5, 4, dtype=torch.long))
+    nullctx = contextlib.nullcontext
+    for batch, chunk in [(6, 4), (5, 5), (32, 3)]:
+        one_shot = similarity_matrix(m, encode_texts(m, caps, batch, "cpu", nullctx), video, chunk, nullctx)
+        streamed = streamed_similarity(m, caps, video, batch_size=batch, chunk_size=chunk, device="cpu",
+                                       autocast=nullctx)
+        assert torch.equal(streamed, one_shot)
