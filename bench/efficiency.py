@@ -285,46 +285,10 @@ def _overrides_encode_video(method) -> bool:
 # FLOPs
 # --------------------------------------------------------------------------------------------------
 
-# torch 2.13's FlopCounterMode has no formula for the two attention ops CPU inference dispatches to, so it
-# counts them as 0: ``_scaled_dot_product_flash_attention_for_cpu`` (QK^T and AV of every CLIP / seqTransf block)
-# and ``_native_multi_head_attention`` (nn.MultiheadAttention's eval fast path: in-projection, attention and
-# out-projection fused; the ViT image tower takes it, so a third of its FLOPs vanished). The formulas below are
-# the standard matmul counts (2 x MAC), the same that torch registers for the CUDA attention kernels.
-
-
-def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _native_mha_flops(query_shape, key_shape, value_shape, embed_dim, num_heads, *args, out_shape=None,
-                      **kwargs) -> int:
-    b, lq, e = query_shape  # the fast path is batch-first
-    lk = key_shape[1]
-    projections = 2 * b * (lq + 2 * lk) * e * e + 2 * b * lq * e * e  # q, k, v in-projection; out-projection
-    attention = 2 * b * lq * lk * e * 2  # scores and the weighted sum (all heads together)
-    return projections + attention
-
-
-ATTENTION_FLOP_FORMULAS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
-    torch.ops.aten._native_multi_head_attention: _native_mha_flops,
-}
-
-FLOP_CONVENTION = (C.FLOP_CONVENTION + "; plus attention formulas for aten._scaled_dot_product_flash_attention_for_cpu "
-                   "and aten._native_multi_head_attention, which FlopCounterMode (torch 2.13) counts as 0")
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    """``bench.cost.count_flops`` with the CPU attention ops counted (:data:`ATTENTION_FLOP_FORMULAS`)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOP_FORMULAS) as counter:
-        with torch.no_grad():
-            fn()
-    return int(counter.get_total_flops())
-
+# The CPU attention ops that FlopCounterMode (torch 2.13) has no formula for are counted by bench.cost.
+ATTENTION_FLOP_FORMULAS = C.ATTENTION_FLOP_FORMULAS
+FLOP_CONVENTION = C.FLOP_CONVENTION
+count_flops = C.count_flops
 
 
 @torch.no_grad()

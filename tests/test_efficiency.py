@@ -82,15 +82,24 @@ def test_meanp_counts_pinned_to_formulas(tiny_backbone, make_method, inputs):
 
 
 def test_attention_is_counted_in_train_and_eval_mode(tiny_backbone):
-    """FlopCounterMode (torch 2.13) has no formula for the CPU attention ops; E.count_flops adds them, so the
-    image tower counts the same in eval mode (nn.MultiheadAttention's fused fast path) as in train mode."""
+    """FlopCounterMode (torch 2.13) has no formula for the CPU attention ops; bench.cost.count_flops (which
+    bench.efficiency reuses) adds them, so the image tower counts the same in eval mode (nn.MultiheadAttention's
+    fused fast path) as in train mode, where the plain counter loses the fused attention block."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def plain(fn):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            fn()
+        return counter.get_total_flops()
+
     frames = torch.randn(1, 2, 3, tiny_backbone.spec.image_size, tiny_backbone.spec.image_size)
     counts = {}
     for mode in (True, False):
         tiny_backbone.train(mode)
-        counts[mode] = (E.count_flops(lambda: tiny_backbone.encode_frames(frames)),
-                        C.count_flops(lambda: tiny_backbone.encode_frames(frames)))
+        counts[mode] = (C.count_flops(lambda: tiny_backbone.encode_frames(frames)),
+                        plain(lambda: tiny_backbone.encode_frames(frames)))
     tiny_backbone.eval()
+    assert E.count_flops is C.count_flops
     assert counts[True][0] == counts[False][0]
     assert counts[False][1] < counts[False][0]  # the plain counter loses the fused attention block
 
