@@ -16,15 +16,13 @@ two S x S x D products; the native fused path it would take in eval mode is not 
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tvr_bench.bench.backbone import Backbone
 
-TF_LAYERNORM_EPS = 1e-12
+from ._temporal import TF_LAYERNORM_EPS, clip_text_blocks
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -35,24 +33,15 @@ class CrossEncoder(nn.Module):
     def __init__(self, backbone: Backbone, num_layers: int = 4, dropout: float = 0.1):
         super().__init__()
         width = backbone.embed_dim
-        text_blocks = backbone.text_blocks()
-        pos = backbone.text_positional_embedding()
-        if backbone.spec.text_width != width or len(text_blocks) < num_layers:
-            raise ValueError(
-                f"the cross encoder needs text width == embed dim and >= {num_layers} text blocks; backbone "
-                f"{backbone.spec.name} has width {backbone.spec.text_width}, embed {width}, "
-                f"{len(text_blocks)} blocks"
-            )
+        blocks, pos = clip_text_blocks(backbone, num_layers, "the cross encoder")
         self.position_embeddings = nn.Embedding(pos.shape[0], width)
         with torch.no_grad():
             self.position_embeddings.weight.copy_(pos.detach())
-        self.blocks = nn.ModuleList(copy.deepcopy(text_blocks[i]) for i in range(num_layers))
+        self.blocks = blocks
         for block in self.blocks:
             attn = block.attn
             if not attn._qkv_same_embed_dim or attn.in_proj_bias is None or attn.bias_k is not None or attn.dropout:
                 raise ValueError("cross encoder: unexpected attention layout in the backbone's text blocks")
-            for ln in (block.ln_1, block.ln_2):
-                ln.eps = TF_LAYERNORM_EPS
         self.n_head = self.blocks[0].attn.num_heads
         self.dropout = nn.Dropout(dropout)
         self.ln_pool = nn.LayerNorm(width, eps=TF_LAYERNORM_EPS)

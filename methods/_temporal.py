@@ -17,21 +17,30 @@ from torch import nn
 from tvr_bench.bench.backbone import Backbone
 
 
+TF_LAYERNORM_EPS = 1e-12  # CLIP4Clip's module_cross blocks use its TF-style LayerNorm
+
+
+def clip_text_blocks(backbone: Backbone, num_layers: int, who: str) -> tuple[nn.ModuleList, torch.Tensor]:
+    """Deep copies of CLIP text blocks 0..num_layers-1 (LayerNorm eps set to CLIP4Clip's 1e-12) and the text
+    positional table: how CLIP4Clip initialises both seqTransf and its cross encoder."""
+    width = backbone.embed_dim
+    text_blocks = backbone.text_blocks()
+    if backbone.spec.text_width != width or len(text_blocks) < num_layers:
+        raise ValueError(
+            f"{who} needs text width == embed dim and >= {num_layers} text blocks; backbone "
+            f"{backbone.spec.name} has width {backbone.spec.text_width}, embed {width}, {len(text_blocks)} blocks"
+        )
+    blocks = nn.ModuleList(copy.deepcopy(text_blocks[i]) for i in range(num_layers))
+    for block in blocks:
+        block.ln_1.eps = block.ln_2.eps = TF_LAYERNORM_EPS
+    return blocks, backbone.text_positional_embedding()
+
+
 class SeqTransf(nn.Module):
     def __init__(self, backbone: Backbone, num_layers: int = 4, *, init_from_text: bool = True):
         super().__init__()
         width = backbone.embed_dim
-        text_blocks = backbone.text_blocks()
-        pos = backbone.text_positional_embedding()
-        if backbone.spec.text_width != width or len(text_blocks) < num_layers:
-            raise ValueError(
-                f"seqTransf needs text width == embed dim and >= {num_layers} text blocks; backbone "
-                f"{backbone.spec.name} has width {backbone.spec.text_width}, embed {width}, "
-                f"{len(text_blocks)} blocks"
-            )
-        self.blocks = nn.ModuleList(copy.deepcopy(text_blocks[i]) for i in range(num_layers))
-        for block in self.blocks:  # CLIP4Clip's seqTransf blocks use its TF-style LayerNorm, eps 1e-12
-            block.ln_1.eps = block.ln_2.eps = 1e-12
+        self.blocks, pos = clip_text_blocks(backbone, num_layers, "seqTransf")
         self.frame_position_embeddings = nn.Embedding(pos.shape[0], width)
         if init_from_text:
             with torch.no_grad():

@@ -15,6 +15,21 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def _load_real_fixtures() -> None:
+    """tests/real_fixtures.py as module ``tvr_bench_real_fixtures`` (importlib mode has no test-package imports)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("tvr_bench_real_fixtures", Path(__file__).with_name("real_fixtures.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+
+
+_load_real_fixtures()
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone():
     from tvr_bench.bench.backbone import build_backbone

@@ -1,7 +1,7 @@
 """Builders of tiny real-layout datasets (annotation files exactly as published + small real MP4 files).
 
-Not a test module: test files load it by path (``load()`` below), as the suite runs with
-``--import-mode=importlib`` and has no conftest helpers for it. Every builder writes under the folder it is given
+Not a test module: tests/conftest.py loads it once by path (``load()`` below) as ``tvr_bench_real_fixtures``,
+since the suite runs with ``--import-mode=importlib``. Every builder writes under the folder it is given
 and returns facts the tests check against. Videos are 32x32, a few frames, written with ``bench/video.py``.
 """
 
@@ -29,6 +29,17 @@ def load():
         sys.modules[name] = mod
         spec.loader.exec_module(mod)
     return sys.modules[name]
+
+
+def dataset_plugin(name: str, root: Path, *overrides: str):
+    """The registered dataset plugin ``name`` reading ``root``, configured as ``bench run`` would (meanp)."""
+    from tvr_bench.bench.config import resolve_config
+    from tvr_bench.bench.registry import DATASETS, METHODS
+
+    cls = DATASETS.get(name)
+    cfg, _ = resolve_config(method_cls=METHODS.get("meanp"), dataset_cls=cls,
+                            overrides=[f"data.root={json.dumps(str(root))}", *overrides])
+    return cls(cfg, cache_dir=root / ".cache")
 
 
 def tiny_video(path: Path, seed: int, *, seconds: int = 3, fps: int = 2, size: int = 32) -> Path:

@@ -18,15 +18,7 @@ real = pytest.mark.skipif(not (REAL / "msrvtt" / "MSRVTT_JSFUSION_test.csv").is_
 
 
 def _rf():
-    import importlib.util
-
-    name = "tvr_bench_real_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("real_fixtures.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    return sys.modules["tvr_bench_real_fixtures"]  # tests/real_fixtures.py, loaded by conftest.py
 
 
 def invoke(*args: str):

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tvr_bench.bench.config import resolve_config
 from tvr_bench.bench.errors import DataError
-from tvr_bench.bench.registry import DATASETS, METHODS
 from tvr_bench.cli import main
 
 REAL = Path("/work/shared/data/didemo")
@@ -20,22 +18,11 @@ real = pytest.mark.skipif(not (REAL / "test_data.json").is_file(), reason="real 
 
 
 def _rf():
-    import importlib.util
-
-    name = "tvr_bench_real_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("real_fixtures.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    return sys.modules["tvr_bench_real_fixtures"]  # tests/real_fixtures.py, loaded by conftest.py
 
 
 def plugin(root: Path, *overrides: str):
-    cls = DATASETS.get("didemo")
-    cfg, _ = resolve_config(method_cls=METHODS.get("meanp"), dataset_cls=cls,
-                            overrides=[f"data.root={json.dumps(str(root))}", *overrides])
-    return cls(cfg, cache_dir=root / ".cache")
+    return _rf().dataset_plugin("didemo", root, *overrides)
 
 
 @real

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import os
 from pathlib import Path
 
@@ -16,16 +18,7 @@ from tvr_bench.bench.video import frames_to_tensor, load_frames
 from tvr_bench.datasets._base import CaptionItem, Split, VideoItem
 
 def _rf():
-    import importlib.util
-    import sys
-
-    name = "tvr_bench_real_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("real_fixtures.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    return sys.modules["tvr_bench_real_fixtures"]  # tests/real_fixtures.py, loaded by conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tvr_bench.bench.config import resolve_config
 from tvr_bench.bench.errors import DataError
-from tvr_bench.bench.registry import DATASETS, METHODS
 from tvr_bench.cli import main
 
 PARTIAL = Path("/work/shared/data/vatex_partial")
@@ -22,22 +20,11 @@ partial = pytest.mark.skipif(not (PARTIAL / "val.en").is_file(), reason="partial
 
 
 def _rf():
-    import importlib.util
-
-    name = "tvr_bench_real_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("real_fixtures.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    return sys.modules["tvr_bench_real_fixtures"]  # tests/real_fixtures.py, loaded by conftest.py
 
 
 def plugin(root: Path, *overrides: str):
-    cls = DATASETS.get("vatex")
-    cfg, _ = resolve_config(method_cls=METHODS.get("meanp"), dataset_cls=cls,
-                            overrides=[f"data.root={json.dumps(str(root))}", *overrides])
-    return cls(cfg, cache_dir=root / ".cache")
+    return _rf().dataset_plugin("vatex", root, *overrides)
 
 
 # --------------------------------------------------------------------------------------------------------------
