@@ -79,11 +79,15 @@ def run(methods, datasets_, seeds, overrides, preset, out_dir, device, root, ove
         if not quiet or msg.startswith(("->", "==", "skip")):
             click.echo(msg, err=msg.startswith("  "))
 
+    from tvr_bench.bench.data import DecodedClips
+
+    decoded = DecodedClips()  # every run of this invocation decodes each video once (plan is dataset-major)
     written = []
     for i, (m, d, s) in enumerate(plan, 1):
         click.echo(f"[{i}/{len(plan)}] {m} / {d} / seed {s}")
         path = run_one(m, d, s, out_dir=out_dir, preset=preset, overrides=list(overrides), device=device,
-                       overwrite=overwrite, log=log, command=[Path(sys.argv[0]).name, *sys.argv[1:]])
+                       overwrite=overwrite, log=log, command=[Path(sys.argv[0]).name, *sys.argv[1:]],
+                       decoded=decoded)
         if path:
             written.append(path)
     if table:

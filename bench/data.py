@@ -16,6 +16,7 @@ into the run record).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
@@ -128,12 +129,52 @@ def preflight_videos(split: Split, *, cache: FrameCache | None = None, allow_mis
     return reduce_split(split, {k: "unreadable" for k in bad})
 
 
+class DecodedClips:
+    """uint8 crops decoded in this process, shared by the runs of one ``bench run`` invocation on one dataset.
+
+    ``--method all`` trains every method on the same videos; without this each run decodes them again (a sixth
+    of meanp's training time on the embedded default). Keyed by everything the pixels depend on: the file (path,
+    size, mtime), max_frames, sample_fps and the geometric preprocess. ``for_dataset`` drops the clips when the
+    invocation moves on to another dataset, so at most one dataset's clips are held (as one run's memory cache
+    would hold them anyway).
+    """
+
+    def __init__(self) -> None:
+        self.dataset: str | None = None
+        self._clips: dict[tuple, np.ndarray] = {}
+        self.hits = 0
+
+    def for_dataset(self, name: str) -> "DecodedClips":
+        if name != self.dataset:
+            self._clips.clear()
+            self.dataset = name
+        return self
+
+    @staticmethod
+    def key(path, max_frames: int, sample_fps: float, prep: Preprocessor) -> tuple:
+        st = os.stat(path)
+        return (os.fspath(path), st.st_size, st.st_mtime_ns, max_frames, float(sample_fps), prep.describe())
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        clip = self._clips.get(key)
+        if clip is not None:
+            self.hits += 1
+        return clip
+
+    def put(self, key: tuple, clip: np.ndarray) -> None:
+        self._clips[key] = clip  # never changed in place: to_clip copies it into a new float tensor
+
+    def __len__(self) -> int:
+        return len(self._clips)
+
+
 class FrameStore:
     """Preprocessed clips by video id: from the frame cache when it has the video, decoded otherwise; optionally
-    kept in memory for the run (as uint8 crops when the preprocess can be split: a quarter of the float size)."""
+    kept in memory for the run (as uint8 crops when the preprocess can be split: a quarter of the float size),
+    and shared with the later runs of the same invocation through ``shared`` (``DecodedClips``)."""
 
     def __init__(self, split: Split, preprocess, max_frames: int, sample_fps: float, memory_cache: bool,
-                 cache: FrameCache | None = None):
+                 cache: FrameCache | None = None, shared: DecodedClips | None = None):
         self.paths = {v.id: v.path for v in split.videos}
         self.preprocess = preprocess
         self.prep = cache.preprocessor if cache is not None else Preprocessor(preprocess)
@@ -142,6 +183,7 @@ class FrameStore:
         self.memory_cache = memory_cache
         self.cache = cache
         self._memory: dict[str, Any] = {}
+        self.shared = shared if memory_cache else None
         self.n_cached = self.n_decoded = 0
 
     def frames(self, video_id: str) -> np.ndarray:
@@ -152,8 +194,17 @@ class FrameStore:
             if stored is not None:
                 self.n_cached += 1
                 return stored
+        key = None
+        if self.shared is not None:
+            key = DecodedClips.key(path, self.max_frames, self.sample_fps, self.prep)
+            clip = self.shared.get(key)
+            if clip is not None:
+                return clip
         self.n_decoded += 1
-        return self.prep.crop(load_frames(path, self.max_frames, self.sample_fps))
+        clip = self.prep.crop(load_frames(path, self.max_frames, self.sample_fps))
+        if key is not None:
+            self.shared.put(key, clip)
+        return clip
 
     def get(self, video_id: str) -> tuple[torch.Tensor, torch.Tensor]:
         item = self._memory.get(video_id)

@@ -20,7 +20,44 @@ class BertAdam(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One step over each group's tensors at once (torch._foreach_*): the same per-tensor operations, in the
+        same order, as the textbook loop kept in ``reference_step`` (bit-identical, tested), without a Python
+        dispatch per tensor and op, which cost a quarter of a training step with the tiny backbone."""
         loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            b1, b2 = group["betas"]
+            grads = [p.grad for p in params]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["next_m"] = torch.zeros_like(p)
+                    self.state[p]["next_v"] = torch.zeros_like(p)
+            if group["max_grad_norm"] > 0:
+                # clip_grad_norm_ on each tensor alone: norm of the one-element vector of its norm, then
+                # grad *= min(max_norm / (norm + 1e-6), 1)
+                norms = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))[:, None], 2.0, dim=1)
+                coefs = torch.clamp(group["max_grad_norm"] / (norms + 1e-6), max=1.0)
+                torch._foreach_mul_(grads, list(coefs.unbind()))
+            ms = [self.state[p]["next_m"] for p in params]
+            vs = [self.state[p]["next_v"] for p in params]
+            torch._foreach_mul_(ms, b1)
+            torch._foreach_add_(ms, grads, alpha=1 - b1)
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_addcmul_(vs, grads, grads, value=1 - b2)
+            denom = torch._foreach_sqrt(vs)
+            torch._foreach_add_(denom, group["eps"])
+            updates = torch._foreach_div(ms, denom)  # no bias correction (BERT/CLIP4Clip)
+            if group["weight_decay"] > 0.0:
+                updates = torch._foreach_add(updates, torch._foreach_mul(params, group["weight_decay"]))
+            torch._foreach_add_(params, updates, alpha=-group["lr"])
+        return loss
+
+    @torch.no_grad()
+    def reference_step(self):
+        """The per-tensor loop ``step`` batches (BertAdam as CLIP4Clip's ``modules/optimization.py`` computes it);
+        kept as the oracle of the bit-identity test."""
         for group in self.param_groups:
             b1, b2 = group["betas"]
             for p in group["params"]:
@@ -36,11 +73,10 @@ class BertAdam(Optimizer):
                 m, v = state["next_m"], state["next_v"]
                 m.mul_(b1).add_(grad, alpha=1 - b1)
                 v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                update = m / (v.sqrt() + group["eps"])  # no bias correction (BERT/CLIP4Clip)
+                update = m / (v.sqrt() + group["eps"])
                 if group["weight_decay"] > 0.0:
                     update = update + group["weight_decay"] * p
                 p.add_(update, alpha=-group["lr"])
-        return loss
 
 
 def warmup_cosine(progress: float, warmup: float) -> float:

@@ -20,7 +20,7 @@ from . import cost as C
 from . import provenance
 from .backbone import build_backbone
 from .config import resolve_config
-from .data import FrameStore, PairDataset, preflight_videos, tokenize_captions
+from .data import DecodedClips, FrameStore, PairDataset, preflight_videos, tokenize_captions
 from .errors import ConfigError
 from .evaluate import encode_videos, evaluate_split
 from .frame_cache import FrameCache, Preprocessor
@@ -75,7 +75,10 @@ def _metric_block(result: dict) -> dict:
 
 def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, preset: str = "default",
             overrides: list[str] | None = None, device: str = "cpu", overwrite: bool = False,
-            log: Callable[[str], None] = print, command: list[str] | None = None) -> Path | None:
+            log: Callable[[str], None] = print, command: list[str] | None = None,
+            decoded: DecodedClips | None = None) -> Path | None:
+    """One (method, dataset, seed) run -> its record path (None when skipped). ``decoded`` shares decoded clips
+    with the other runs of the same invocation (results unchanged: decoding is deterministic)."""
     method_cls = METHODS.get(method_name)
     dataset_cls = DATASETS.get(dataset_name)
     dev = resolve_device(device)
@@ -119,7 +122,7 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     method = method_cls(backbone, cfg["method"], max_frames=d["max_frames"], max_words=d["max_words"]).to(dev)
     tokens = {name: tokenize_captions(s, backbone, d["max_words"], d["text_overflow"]) for name, s in splits.items()}
     stores = {name: FrameStore(s, backbone.preprocess, d["max_frames"], d["sample_fps"], d["memory_cache"],
-                               cache=frames)
+                               cache=frames, shared=decoded.for_dataset(dataset_name) if decoded else None)
               for name, s in splits.items()}
     autocast, _ = autocast_factory(dev, cfg["train"]["precision"])
     e = cfg["eval"]

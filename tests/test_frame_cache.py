@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tvr_bench.bench.data import FrameStore
+from tvr_bench.bench.data import DecodedClips, FrameStore
 from tvr_bench.bench.errors import DataError
 from tvr_bench.bench.frame_cache import FrameCache, Preprocessor, eval_preprocess, prepare_frames
 from tvr_bench.bench.video import frames_to_tensor, load_frames
@@ -74,6 +74,26 @@ def test_cached_clips_equal_decoded_clips(tmp_path, tiny_backbone, prep, split, 
     mem = FrameStore(split, tiny_backbone.preprocess, 4, 1.0, memory_cache=True, cache=cache)
     for vid, _ in videos:
         assert torch.equal(mem.get(vid)[0], mem.get(vid)[0]) and torch.equal(mem.get(vid)[0], decoded.get(vid)[0])
+
+
+def test_runs_of_one_invocation_share_decoded_clips(tiny_backbone, split, videos):
+    shared = DecodedClips().for_dataset("fixture")
+    first = FrameStore(split, tiny_backbone.preprocess, 4, 1.0, memory_cache=True, shared=shared)
+    second = FrameStore(split, tiny_backbone.preprocess, 4, 1.0, memory_cache=True, shared=shared)
+    alone = FrameStore(split, tiny_backbone.preprocess, 4, 1.0, memory_cache=False)
+    for vid, _ in videos:
+        a, b, c = first.get(vid), second.get(vid), alone.get(vid)
+        assert torch.equal(a[0], c[0]) and torch.equal(b[0], c[0]) and torch.equal(b[1], c[1])
+    assert first.n_decoded == len(videos) and second.n_decoded == 0 and shared.hits == len(videos)
+    # what the pixels depend on is part of the key: another max_frames decodes again
+    other = FrameStore(split, tiny_backbone.preprocess, 3, 1.0, memory_cache=True, shared=shared)
+    other.get(videos[0][0])
+    assert other.n_decoded == 1 and len(shared) == len(videos) + 1
+    # another dataset drops them; memory_cache=false never shares
+    assert len(shared.for_dataset("another")) == 0
+    off = FrameStore(split, tiny_backbone.preprocess, 4, 1.0, memory_cache=False, shared=shared)
+    off.get(videos[0][0])
+    assert len(shared) == 0 and off.n_decoded == 1
 
 
 def test_parallel_prepare_matches_serial(tmp_path, prep, videos):
