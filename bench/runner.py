@@ -122,7 +122,7 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     method = method_cls(backbone, cfg["method"], max_frames=d["max_frames"], max_words=d["max_words"]).to(dev)
     tokens = {name: tokenize_captions(s, backbone, d["max_words"], d["text_overflow"]) for name, s in splits.items()}
     stores = {name: FrameStore(s, backbone.preprocess, d["max_frames"], d["sample_fps"], d["memory_cache"],
-                               cache=frames, shared=decoded.for_dataset(dataset_name) if decoded else None)
+                               cache=frames, shared=decoded.for_dataset(dataset_name) if decoded is not None else None)
               for name, s in splits.items()}
     autocast, _ = autocast_factory(dev, cfg["train"]["precision"])
     e = cfg["eval"]

@@ -46,6 +46,7 @@ def pair_matrix(Wi, Zj, tmask_i, vmask_j, strict=False):
 
 def reference_drl(W, Z, tmask, vmask, method, kappa, interaction="wti", strict=False):
     nt, nv = W.shape[0], Z.shape[0]
+    L, F = W.shape[1], Z.shape[1]  # shapes from the inputs: benchmarks/ runs this at MSR-VTT sizes
     out = torch.zeros(nt, nv, dtype=torch.float64)
     for i in range(nt):
         vw = [l for l in range(L) if tmask[i][l]]
@@ -72,6 +73,7 @@ def reference_drl(W, Z, tmask, vmask, method, kappa, interaction="wti", strict=F
 def reference_cdcr(W, Z, tmask, vmask, method, variant, alpha1, alpha2):
     """cdcr 3 (weighted) / 2 (unweighted) on the positive pairs i <-> i, as the official code."""
     B = W.shape[0]
+    L, F, D = W.shape[1], Z.shape[1], W.shape[2]
     t_rows, max_v_rows, t_w = [], [], []
     v_rows, max_t_rows, v_w = [], [], []
     for b in range(B):

@@ -101,6 +101,28 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, monk
     assert [e["loss_total"] for e in a["training"]["history"]] == [e["loss_total"] for e in b["training"]["history"]]
 
 
+def test_runs_of_one_invocation_decode_each_video_once_with_the_same_results(tmp_path, monkeypatch):
+    from tvr_bench.bench.data import DecodedClips
+    from tvr_bench.bench.runner import run_one
+
+    monkeypatch.setenv("TVR_BENCH_CACHE", str(tmp_path / "cache"))
+    over = ["train.epochs=1", "cost.enabled=false"]
+
+    def run(out, decoded=None):
+        path = run_one("meanp", "synthetic", 0, out_dir=tmp_path / out, preset="smoke", overrides=over,
+                       log=lambda m: None, decoded=decoded)
+        return json.loads(path.read_text())["metrics"]
+
+    alone = run("alone")
+    shared = DecodedClips()
+    first = run("first", shared)
+    n_videos = len(shared)
+    assert n_videos == 128 + 32 + 64 and shared.hits == 0  # every video of the three smoke splits, decoded once
+    second = run("second", shared)
+    assert shared.hits >= n_videos and len(shared) == n_videos
+    assert alone == first == second
+
+
 def test_streamed_text_side_gives_the_one_shot_matrix_bit_for_bit(tiny_backbone, make_method):
     """Evaluation streams query states in groups of lcm(batch, chunk): same batches, same blocks, same bits."""
     import contextlib

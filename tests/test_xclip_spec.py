@@ -35,6 +35,7 @@ def unit(v):
 
 def reference_xclip(t, W, Z, Zt, vmask, mats, kappa, tau=0.01):
     Ag, Al = mats["global_mat_weight"], mats["local_mat_weight"]
+    L, F = W.shape[1], Z.shape[1]  # shapes from the inputs: benchmarks/ runs this at MSR-VTT sizes
     S = {k: [[0.0] * Z.shape[0] for _ in range(t.shape[0])] for k in ("vs", "vw", "sf", "fw")}
     for j in range(Z.shape[0]):
         valid = [f for f in range(F) if vmask[j, f]]
