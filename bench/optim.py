@@ -21,7 +21,8 @@ class BertAdam(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """One step over each group's tensors at once (torch._foreach_*): the same per-tensor operations, in the
-        same order, as the textbook loop kept in ``reference_step`` (bit-identical, tested), without a Python
+        same order, as the per-tensor loop of CLIP4Clip's ``modules/optimization.py`` (bit-identical to a transcription of it in
+        tests/test_train.py), without a Python
         dispatch per tensor and op, which cost a quarter of a training step with the tiny backbone."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
@@ -53,30 +54,6 @@ class BertAdam(Optimizer):
                 updates = torch._foreach_add(updates, torch._foreach_mul(params, group["weight_decay"]))
             torch._foreach_add_(params, updates, alpha=-group["lr"])
         return loss
-
-    @torch.no_grad()
-    def reference_step(self):
-        """The per-tensor loop ``step`` batches (BertAdam as CLIP4Clip's ``modules/optimization.py`` computes it);
-        kept as the oracle of the bit-identity test."""
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                state = self.state[p]
-                if not state:
-                    state["next_m"] = torch.zeros_like(p)
-                    state["next_v"] = torch.zeros_like(p)
-                if group["max_grad_norm"] > 0:
-                    torch.nn.utils.clip_grad_norm_(p, group["max_grad_norm"])
-                m, v = state["next_m"], state["next_v"]
-                m.mul_(b1).add_(grad, alpha=1 - b1)
-                v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                update = m / (v.sqrt() + group["eps"])
-                if group["weight_decay"] > 0.0:
-                    update = update + group["weight_decay"] * p
-                p.add_(update, alpha=-group["lr"])
 
 
 def warmup_cosine(progress: float, warmup: float) -> float:

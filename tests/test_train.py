@@ -31,9 +31,30 @@ def test_bertadam_step_matches_hand_computation():
 
 
 def test_batched_bertadam_is_bit_identical_to_the_per_tensor_loop():
-    """step() batches the tensors of a group; reference_step() is the per-tensor loop (clip_grad_norm_ on each
-    tensor, then Adam without bias correction). Same bits after many steps, with clipped and unclipped
-    gradients, two groups, decay on and off, and a tensor without a gradient in one step."""
+    """step() batches the tensors of a group; reference_step below is the per-tensor loop of the official
+    BertAdam (clip_grad_norm_ on each tensor, then Adam without bias correction). Same bits after many steps,
+    with clipped and unclipped gradients, two groups, decay on and off, and a tensor without a gradient."""
+
+    @torch.no_grad()
+    def reference_step(opt):
+        for group in opt.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = opt.state[p]
+                if not state:
+                    state["next_m"], state["next_v"] = torch.zeros_like(p), torch.zeros_like(p)
+                if group["max_grad_norm"] > 0:
+                    torch.nn.utils.clip_grad_norm_(p, group["max_grad_norm"])
+                m, v = state["next_m"], state["next_v"]
+                m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                update = m / (v.sqrt() + group["eps"])
+                if group["weight_decay"] > 0.0:
+                    update = update + group["weight_decay"] * p
+                p.add_(update, alpha=-group["lr"])
+
     torch.manual_seed(0)
     shapes = [(500, 16), (16,), (48, 16), (1,), (3, 4, 5)]
     a = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
@@ -50,7 +71,7 @@ def test_batched_bertadam_is_bit_identical_to_the_per_tensor_loop():
         if step == 4:
             a[1].grad = b[1].grad = None
         opt_a.step()
-        opt_b.reference_step()
+        reference_step(opt_b)
     for pa, pb in zip(a, b):
         assert torch.equal(pa, pb)
         assert torch.equal(opt_a.state[pa]["next_v"], opt_b.state[pb]["next_v"])
