@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from tvr_bench.bench.errors import ConfigError
 
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
 _TORCHVISION_SHIM: Any = None

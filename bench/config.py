@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from tvr_bench.bench.errors import ConfigError
 
 HARNESS_DEFAULTS: dict[str, Any] = {
     "backbone": {"name": "tvr-tiny", "pretrained": None},

@@ -14,8 +14,8 @@ from typing import Iterable
 import torch
 from torch.utils.data import DataLoader
 
-from . import metrics as M
-from .data import FrameStore, TokenizedCaptions, VideoDataset
+from tvr_bench.bench import metrics as M
+from tvr_bench.bench.data.pipeline import FrameStore, TokenizedCaptions, VideoDataset
 
 State = dict[str, torch.Tensor]
 

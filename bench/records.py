@@ -74,7 +74,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import RecordError
+from tvr_bench.bench.errors import RecordError
 
 __all__ = [
     "SCHEMA_VERSION",

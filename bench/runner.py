@@ -16,17 +16,17 @@ from typing import Callable
 
 import torch
 
-from . import cost as C
-from . import provenance
-from .backbone import build_backbone
-from .config import resolve_config
-from .data import DecodedClips, FrameStore, PairDataset, preflight_videos, tokenize_captions
-from .errors import ConfigError
-from .evaluate import encode_videos, evaluate_split
-from .frame_cache import FrameCache, Preprocessor
-from .records import SCHEMA_VERSION, record_exists, record_filename, write_record
-from .registry import DATASETS, METHODS
-from .train import Trainer, autocast_factory, seed_everything
+import tvr_bench.bench.cost.measure as C
+from tvr_bench.bench import provenance
+from tvr_bench.bench.backbone import build_backbone
+from tvr_bench.bench.config import resolve_config
+from tvr_bench.bench.data.pipeline import DecodedClips, FrameStore, PairDataset, preflight_videos, tokenize_captions
+from tvr_bench.bench.errors import ConfigError
+from tvr_bench.bench.evaluate import encode_videos, evaluate_split
+from tvr_bench.bench.data.frame_cache import FrameCache, Preprocessor
+from tvr_bench.bench.records import SCHEMA_VERSION, record_exists, record_filename, write_record
+from tvr_bench.bench.registry import DATASETS, METHODS
+from tvr_bench.bench.train import Trainer, autocast_factory, seed_everything
 
 
 def default_cache_dir() -> Path:

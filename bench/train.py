@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .optim import build_optimizer, build_scheduler
+from tvr_bench.bench.optim import build_optimizer, build_scheduler
 
 
 def seed_everything(seed: int) -> None:

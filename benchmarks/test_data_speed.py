@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from tvr_bench.bench.data import FrameStore
-from tvr_bench.bench.frame_cache import FrameCache, Preprocessor, eval_preprocess, prepare_frames
-from tvr_bench.bench.video import write_video
-from tvr_bench.datasets._base import CaptionItem, Split, VideoItem
+from tvr_bench.bench.data.pipeline import FrameStore
+from tvr_bench.bench.data.frame_cache import FrameCache, Preprocessor, eval_preprocess, prepare_frames
+from tvr_bench.bench.data.video import write_video
+from tvr_bench.bench.api.dataset import CaptionItem, Split, VideoItem
 
 N_VIDEOS, SECONDS, FPS, H, W, F = 12, 10, 25, 240, 320, 12
 

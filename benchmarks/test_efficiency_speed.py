@@ -45,7 +45,7 @@ BELOW_HALF: dict[str, str] = {
 @pytest.fixture(scope="module")
 def setup():
     from tvr_bench.bench.backbone import build_backbone
-    from tvr_bench.bench.efficiency import PAPER_SHAPES, dense_matmul_flops_per_s, shared_inputs
+    from tvr_bench.bench.cost.efficiency import PAPER_SHAPES, dense_matmul_flops_per_s, shared_inputs
 
     torch.manual_seed(0)
     backbone = build_backbone("ViT-B-32").eval()
@@ -56,7 +56,7 @@ def setup():
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_scoring_throughput_msrvtt_1k(benchmark, setup, name):
-    from tvr_bench.bench.efficiency import scoring_throughput
+    from tvr_bench.bench.cost.efficiency import scoring_throughput
 
     backbone, inputs, dense = setup
     cls = METHODS.get(name)

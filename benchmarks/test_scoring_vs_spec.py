@@ -35,7 +35,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tvr_bench.bench.efficiency import PAPER_SHAPES  # noqa: E402
+from tvr_bench.bench.cost.efficiency import PAPER_SHAPES  # noqa: E402
 from tvr_bench.bench.registry import METHODS  # noqa: E402
 
 SHAPE = PAPER_SHAPES["msrvtt"]

@@ -20,7 +20,7 @@ Among several matches the shallowest, then the first in sorted order, wins. Typi
 
 Loaders parse annotations without any video (``annotate``), so ``bench data verify`` can count a split from its
 files alone; ``load_split`` then resolves the videos and refuses to shrink a split silently (see
-``bench/data.py``).
+``bench/data/pipeline.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tvr_bench.bench.errors import DataError
-from tvr_bench.datasets._base import CaptionItem, DatasetPlugin, Split, VideoItem
+from tvr_bench.bench.api.dataset import CaptionItem, DatasetPlugin, Split, VideoItem
 
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov", "m4v", "mpg", "mpeg", "wmv", "flv", "3gp", "3g2", "mts",
                     "m2ts", "ogv")
@@ -309,7 +309,7 @@ class RealDataset(DatasetPlugin):
         return found, missing
 
     def load_split(self, split: str) -> Split:
-        from tvr_bench.bench.data import format_list, reduce_split
+        from tvr_bench.bench.data.pipeline import format_list, reduce_split
 
         ann = self.annotate(split)
         paths = {vid: self.index.video(vid) for vid in ann.video_ids}

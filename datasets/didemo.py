@@ -21,8 +21,9 @@ Defaults (CLIP4Clip, X-CLIP, GLCCL): 64 frames, 64 words, paragraphs longer than
 from __future__ import annotations
 
 from tvr_bench.bench.errors import DataError
-from tvr_bench.bench.registry import DatasetInfo, register_dataset
-from tvr_bench.datasets._base import CaptionItem
+from tvr_bench.bench.api.metadata import DatasetInfo
+from tvr_bench.bench.registry import register_dataset
+from tvr_bench.bench.api.dataset import CaptionItem
 from tvr_bench.datasets._real import AnnotatedSplit, RealDataset, read_id_list, read_json, require_text, sha256_file
 
 #: counts of the collaborative-experts split lists (the standard retrieval split)

@@ -33,8 +33,9 @@ from functools import cached_property
 from typing import Any
 
 from tvr_bench.bench.errors import ConfigError, DataError
-from tvr_bench.bench.registry import DatasetInfo, register_dataset
-from tvr_bench.datasets._base import CaptionItem
+from tvr_bench.bench.api.metadata import DatasetInfo
+from tvr_bench.bench.registry import register_dataset
+from tvr_bench.bench.api.dataset import CaptionItem
 from tvr_bench.datasets._real import (
     AnnotatedSplit,
     RealDataset,

@@ -52,9 +52,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from tvr_bench.bench.errors import ConfigError, DataError
-from tvr_bench.bench.registry import DatasetInfo, register_dataset
-from tvr_bench.bench.video import write_video
-from tvr_bench.datasets._base import CaptionItem, DatasetPlugin, Split, VideoItem
+from tvr_bench.bench.api.metadata import DatasetInfo
+from tvr_bench.bench.registry import register_dataset
+from tvr_bench.bench.data.video import write_video
+from tvr_bench.bench.api.dataset import CaptionItem, DatasetPlugin, Split, VideoItem
 
 __all__ = [
     "GENERATOR_VERSION",

@@ -25,8 +25,9 @@ from functools import cached_property
 from pathlib import Path
 
 from tvr_bench.bench.errors import DataError
-from tvr_bench.bench.registry import DatasetInfo, register_dataset
-from tvr_bench.datasets._base import CaptionItem
+from tvr_bench.bench.api.metadata import DatasetInfo
+from tvr_bench.bench.registry import register_dataset
+from tvr_bench.bench.api.dataset import CaptionItem
 from tvr_bench.datasets._real import AnnotatedSplit, RealDataset, read_id_list, read_json, read_text, require_text
 
 OFFICIAL = ("vatex_training_v1.0.json", "vatex_validation_v1.0.json", "vatex_public_test_english_v1.1.json")

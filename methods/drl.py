@@ -34,10 +34,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tvr_bench.bench.registry import MethodInfo, register_method
+from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.registry import register_method
 
-from ._base import RetrievalMethod, State, l2norm
-from ._temporal import SeqTransf
+from tvr_bench.bench.api.method import RetrievalMethod, State, l2norm
+from tvr_bench.methods._temporal import SeqTransf
 
 
 def weight_mlp(dim: int) -> nn.Sequential:

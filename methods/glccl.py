@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import torch
 
-from tvr_bench.bench.registry import MethodInfo, register_method
+from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.registry import register_method
 
-from ._base import State, l2norm
-from ._multigrained import MultiGrainedWeights
-from .xclip import XCLIP
+from tvr_bench.bench.api.method import State, l2norm
+from tvr_bench.methods._multigrained import MultiGrainedWeights
+from tvr_bench.methods.xclip import XCLIP
 
 
 def glim_pool(query: torch.Tensor, frames: torch.Tensor, temperature: float,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from tvr_bench.bench.registry import MethodInfo, register_method
+from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.registry import register_method
 
-from ._base import RetrievalMethod, State, l2norm, masked_mean
+from tvr_bench.bench.api.method import RetrievalMethod, State, l2norm, masked_mean
 
 
 @register_method

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from tvr_bench.bench.registry import MethodInfo, register_method
+from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.registry import register_method
 
-from ._temporal import SeqTransf
-from .meanp import MeanPooling
+from tvr_bench.methods._temporal import SeqTransf
+from tvr_bench.methods.meanp import MeanPooling
 
 
 @register_method

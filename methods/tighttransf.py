@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import torch
 
-from tvr_bench.bench.registry import MethodInfo, register_method
+from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.registry import register_method
 
-from ._base import RetrievalMethod, State
-from ._crossencoder import CrossEncoder
+from tvr_bench.bench.api.method import RetrievalMethod, State
+from tvr_bench.methods._crossencoder import CrossEncoder
 
 
 @register_method

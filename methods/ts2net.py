@@ -47,11 +47,12 @@ import torch
 from torch import nn
 
 from tvr_bench.bench.errors import ConfigError
-from tvr_bench.bench.registry import MethodInfo, register_method
+from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.registry import register_method
 
-from ._base import RetrievalMethod, State, l2norm
-from ._temporal import SeqTransf
-from ._vision_hooks import encode_frame_tokens
+from tvr_bench.bench.api.method import RetrievalMethod, State, l2norm
+from tvr_bench.methods._temporal import SeqTransf
+from tvr_bench.methods._vision_hooks import encode_frame_tokens
 
 
 class _PerturbedTopK(torch.autograd.Function):

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import torch
 
-from tvr_bench.bench.registry import MethodInfo, register_method
+from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.registry import register_method
 
-from ._base import RetrievalMethod, State, l2norm, masked_mean
-from ._multigrained import MultiGrainedWeights, multigrained_scores
-from ._temporal import SeqTransf
+from tvr_bench.bench.api.method import RetrievalMethod, State, l2norm, masked_mean
+from tvr_bench.methods._multigrained import MultiGrainedWeights, multigrained_scores
+from tvr_bench.methods._temporal import SeqTransf
 
 _PAPER = ("Ma, Xu, Sun, Yan, Zhang, Ji: X-CLIP: End-to-End Multi-grained Contrastive Learning for Video-Text "
           "Retrieval, ACM MM 2022 (arXiv 2207.07285)")

@@ -53,9 +53,10 @@ import math
 import torch
 from torch import nn
 
-from tvr_bench.bench.registry import MethodInfo, register_method
+from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.registry import register_method
 
-from ._base import RetrievalMethod, State, l2norm
+from tvr_bench.bench.api.method import RetrievalMethod, State, l2norm
 
 PADDING_MODES = ("repeat_last", "none", "mask")
 

@@ -2,7 +2,7 @@
 
 Not a test module: tests/conftest.py loads it once by path (``load()`` below) as ``tvr_bench_real_fixtures``,
 since the suite runs with ``--import-mode=importlib``. Every builder writes under the folder it is given
-and returns facts the tests check against. Videos are 32x32, a few frames, written with ``bench/video.py``.
+and returns facts the tests check against. Videos are 32x32, a few frames, written with ``bench/data/video.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvr_bench.bench.video import write_video
+from tvr_bench.bench.data.video import write_video
 
 WORDS = ("red", "blue", "green", "cat", "dog", "car", "runs", "jumps", "sings", "on", "a", "the", "street", "stage")
 

@@ -1,4 +1,4 @@
-"""Regression check against a baseline (tvr_bench.bench.check)."""
+"""Regression check against a baseline (tvr_bench.bench.report.check)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tvr_bench.bench.check import (
+from tvr_bench.bench.report.check import (
     DEFAULT_TOLERANCES,
     Tolerance,
     check_records,
@@ -260,7 +260,7 @@ def test_load_baseline_errors(tmp_path, baseline):
 
 def test_baseline_from_seed_spread_sets_per_method_tolerances(tmp_path):
     """build_baseline: seed-0 records; each method's tolerance = max(default, k * std over seeds)."""
-    from tvr_bench.bench.check import build_baseline
+    from tvr_bench.bench.report.check import build_baseline
 
     noisy = [make_record("glccl", seed=s, r1=r) for s, r in enumerate([20.0, 26.0, 14.0, 20.0])]
     stable = [make_record("meanp", seed=s, r1=r) for s, r in enumerate([10.0, 10.5, 9.5])]

@@ -1,4 +1,4 @@
-"""Comparison tables (tvr_bench.bench.compare)."""
+"""Comparison tables (tvr_bench.bench.report.compare)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import statistics
 import pandas as pd
 import pytest
 
-from tvr_bench.bench.compare import FLOPS_CONVENTION, comparison_table, write_comparison
+from tvr_bench.bench.report.compare import FLOPS_CONVENTION, comparison_table, write_comparison
 from tvr_bench.bench.errors import BenchError
 from tvr_bench.bench.records import SCHEMA_VERSION
 

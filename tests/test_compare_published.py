@@ -1,5 +1,5 @@
 """`bench compare` with published numbers, reduced-protocol marks, efficiency records, the FLOP comparison and the
-R@1-vs-FLOPs report (tvr_bench.bench.compare, tvr_bench.bench.plot)."""
+R@1-vs-FLOPs report (tvr_bench.bench.report.compare, tvr_bench.bench.report.plot)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from tvr_bench.bench.compare import REDUCED_MARK, comparison_table, flops_comparison, plot_points, write_report
-from tvr_bench.bench.published import PUBLISHED_RESULTS
+from tvr_bench.bench.report.compare import REDUCED_MARK, comparison_table, flops_comparison, plot_points, write_report
+from tvr_bench.bench.report.published import PUBLISHED_RESULTS
 from tvr_bench.bench.records import SCHEMA_VERSION, write_record
 
 

@@ -194,7 +194,7 @@ def test_run_without_root_is_a_clear_error(tmp_path):
 
 
 def test_root_override_is_recorded(tmp_path):
-    from tvr_bench.bench.data_cli import root_override
+    from tvr_bench.bench.cli.data import root_override
 
     odd = tmp_path / "a: b" / "true"
     assert json.loads(root_override(odd).split("=", 1)[1]) == str(odd)

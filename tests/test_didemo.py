@@ -46,8 +46,8 @@ def test_real_test_file_gives_1037_paragraphs_from_4021_descriptions():
 
 @real
 def test_real_paragraphs_are_truncated_to_the_text_budget(tiny_backbone):
-    from tvr_bench.bench.data import tokenize_captions
-    from tvr_bench.datasets._base import Split, VideoItem
+    from tvr_bench.bench.data.pipeline import tokenize_captions
+    from tvr_bench.bench.api.dataset import Split, VideoItem
 
     ann = plugin(REAL).annotate("test")
     split = Split("didemo", "test", [VideoItem(v, REAL / v) for v in ann.video_ids], ann.captions)

@@ -1,4 +1,4 @@
-"""`bench efficiency` (tvr_bench.bench.efficiency): counted FLOPs against formulas, linearity for every registered
+"""`bench efficiency` (tvr_bench.bench.cost.efficiency): counted FLOPs against formulas, linearity for every registered
 method, memory bounded by the chunk, latency skips that are never silent, efficiency records, CLI errors.
 
 Everything runs on the tiny random backbone at reduced shapes; ViT-B/32 appears only in the benchmark.
@@ -12,8 +12,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tvr_bench.bench import cost as C
-from tvr_bench.bench import efficiency as E
+import tvr_bench.bench.cost.measure as C
+import tvr_bench.bench.cost.efficiency as E
 from tvr_bench.bench.errors import ConfigError, RecordError
 from tvr_bench.bench.records import load_records, record_label, validate_record
 from tvr_bench.bench.registry import METHODS

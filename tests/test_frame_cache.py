@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from tvr_bench.bench.data import DecodedClips, FrameStore
+from tvr_bench.bench.data.pipeline import DecodedClips, FrameStore
 from tvr_bench.bench.errors import DataError
-from tvr_bench.bench.frame_cache import FrameCache, Preprocessor, eval_preprocess, prepare_frames
-from tvr_bench.bench.video import frames_to_tensor, load_frames
-from tvr_bench.datasets._base import CaptionItem, Split, VideoItem
+from tvr_bench.bench.data.frame_cache import FrameCache, Preprocessor, eval_preprocess, prepare_frames
+from tvr_bench.bench.data.video import frames_to_tensor, load_frames
+from tvr_bench.bench.api.dataset import CaptionItem, Split, VideoItem
 
 def _rf():
     return sys.modules["tvr_bench_real_fixtures"]  # tests/real_fixtures.py, loaded by conftest.py

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tvr_bench.bench.errors import ConfigError, DataError
-from tvr_bench.bench.video import load_frames, probe_video
+from tvr_bench.bench.data.video import load_frames, probe_video
 from tvr_bench.datasets import synthetic as S
 
 TINY = dict(n_train=5, n_val=2, n_test=3, frame_size=32)

@@ -123,7 +123,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, monk
 
 
 def test_runs_of_one_invocation_decode_each_video_once_with_the_same_results(tmp_path, monkeypatch):
-    from tvr_bench.bench.data import DecodedClips
+    from tvr_bench.bench.data.pipeline import DecodedClips
     from tvr_bench.bench.runner import run_one
 
     monkeypatch.setenv("TVR_BENCH_CACHE", str(tmp_path / "cache"))
@@ -148,7 +148,7 @@ def test_streamed_text_side_gives_the_one_shot_matrix_bit_for_bit(tiny_backbone,
     """Evaluation streams query states in groups of lcm(batch, chunk): same batches, same blocks, same bits."""
     import contextlib
 
-    from tvr_bench.bench.data import TokenizedCaptions
+    from tvr_bench.bench.data.pipeline import TokenizedCaptions
     from tvr_bench.bench.evaluate import encode_texts, similarity_matrix, streamed_similarity
 
     m = make_method("glccl", tiny_backbone, max_frames=4, max_words=8)

@@ -58,9 +58,9 @@ def test_partial_text_is_not_taken_for_the_retrieval_protocol():
 @partial
 def test_partial_text_groups_captions_for_the_multi_caption_metric(tiny_backbone):
     """Real VATEX-like text through the tokenizer and the multi-caption ranking (a subset, random scores)."""
-    from tvr_bench.bench.data import tokenize_captions
+    from tvr_bench.bench.data.pipeline import tokenize_captions
     from tvr_bench.bench.metrics import retrieval_metrics
-    from tvr_bench.datasets._base import CaptionItem, Split, VideoItem
+    from tvr_bench.bench.api.dataset import CaptionItem, Split, VideoItem
     from tvr_bench.datasets.vatex import read_partial_captions
 
     caps = dict(list(read_partial_captions(PARTIAL / "val.en", PARTIAL / "val.id").items())[:100])

@@ -1,4 +1,4 @@
-"""bench/video.py: frame-index arithmetic, the encode/decode round trip, and bad files."""
+"""bench/data/video.py: frame-index arithmetic, the encode/decode round trip, and bad files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tvr_bench.bench.errors import VideoError
-from tvr_bench.bench.video import (
+from tvr_bench.bench.data.video import (
     VideoInfo,
     frames_to_tensor,
     load_frames,

@@ -37,7 +37,7 @@ import difflib
 import math
 import time
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
 import torch
@@ -45,8 +45,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.benchmark import Timer
 
-from . import cost as C
-from .errors import ConfigError
+import tvr_bench.bench.cost.measure as C
+from tvr_bench.bench.errors import ConfigError
 
 State = dict[str, torch.Tensor]
 
@@ -268,7 +268,7 @@ def real_video_states(method, inputs: SharedInputs) -> State:
     device = inputs.frame_features.device
     with torch.no_grad():
         if _overrides_encode_video(method):
-            from .evaluate import concat_states
+            from tvr_bench.bench.evaluate import concat_states
 
             return concat_states(method.encode_video(inputs.frames[i: i + 1].to(device), inputs.frame_mask[i: i + 1])
                                  for i in range(inputs.frames.shape[0]))
@@ -276,7 +276,7 @@ def real_video_states(method, inputs: SharedInputs) -> State:
 
 
 def _overrides_encode_video(method) -> bool:
-    from ..methods._base import RetrievalMethod
+    from tvr_bench.bench.api.method import RetrievalMethod
 
     return type(method).encode_video is not RetrievalMethod.encode_video
 
@@ -718,9 +718,9 @@ def scoring_throughput(method, inputs: SharedInputs, *, device="cpu", max_second
 def train_step_cost(method, shape: PaperShape, batch: int, device) -> dict:
     """Peak memory and time of one harness training step (forward, InfoNCE + extra losses, backward, optimiser
     step) at ``batch`` (texts = videos), random frames and tokens; the second step is timed."""
-    from .config import HARNESS_DEFAULTS
-    from .optim import build_optimizer, build_scheduler
-    from .train import Trainer
+    from tvr_bench.bench.config import HARNESS_DEFAULTS
+    from tvr_bench.bench.optim import build_optimizer, build_scheduler
+    from tvr_bench.bench.train import Trainer
 
     device = torch.device(device)
     cfg = copy.deepcopy(HARNESS_DEFAULTS)
@@ -768,8 +768,8 @@ def paper_batch(method_cls, shape: PaperShape) -> int:
 def measure(method_name: str, shape: PaperShape, backbone, inputs: SharedInputs, settings: Settings, *,
             dense: dict | None = None, log: Callable[[str], None] = lambda m: None) -> dict:
     """Every efficiency measurement of one method at one dataset's paper shapes -> the record's payload."""
-    from .registry import METHODS
-    from .train import autocast_factory
+    from tvr_bench.bench.registry import METHODS
+    from tvr_bench.bench.train import autocast_factory
 
     device = torch.device(settings.device)
     cls = METHODS.get(method_name)
@@ -880,7 +880,7 @@ def measure(method_name: str, shape: PaperShape, backbone, inputs: SharedInputs,
 
 def build_record(method_name: str, shape: PaperShape, payload: dict, settings: Settings, *, device_desc: str,
                  provenance: dict, env: dict | None = None) -> dict:
-    from .records import SCHEMA_VERSION
+    from tvr_bench.bench.records import SCHEMA_VERSION
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -926,9 +926,9 @@ def run_study(method_names: list[str], dataset_names: list[str], settings: Setti
     """
     from pathlib import Path
 
-    from . import provenance as P
-    from .backbone import build_backbone
-    from .records import write_record
+    from tvr_bench.bench import provenance as P
+    from tvr_bench.bench.backbone import build_backbone
+    from tvr_bench.bench.records import write_record
 
     shapes = shapes or PAPER_SHAPES
     device = torch.device(settings.device)
@@ -1016,7 +1016,7 @@ def efficiency_table(records: list[dict], not_applicable: dict[str, str] | None 
         lat_sizes = [n for n in sizes if n in LATENCY_GALLERIES] or sizes
         head = ["method", "head params", "analytic extra", "FLOPs text/query", "FLOPs/pair",
                 f"FLOPs/query (N={sh['n_videos']:,})", "FLOPs video/video (offline)",
-                f"eval peak MiB", f"eval {sh['n_queries']:,}x{sh['n_videos']:,} s", "≤ 4 GB"]
+                "eval peak MiB", f"eval {sh['n_queries']:,}x{sh['n_videos']:,} s", "≤ 4 GB"]
         head += [f"lat. ms N={_si(n)}" for n in lat_sizes]
         head += ["scoring GFLOP/s", "% of dense GEMM"]
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]

@@ -1,6 +1,6 @@
 """``bench efficiency``: the query-time cost of every method at the datasets' paper shapes (no training, no videos).
 
-Registered on the ``bench`` group by ``cli.py``; the work is in :mod:`tvr_bench.bench.efficiency`.
+Registered on the ``bench`` group by ``cli.py``; the work is in :mod:`tvr_bench.bench.cost.efficiency`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import click
 
 
 def _sizes(text: str) -> tuple[int, ...]:
-    from .errors import ConfigError
+    from tvr_bench.bench.errors import ConfigError
 
     try:
         sizes = tuple(int(float(s)) for s in text.split(",") if s.strip())
@@ -54,11 +54,11 @@ def efficiency(methods, datasets_, device, out_dir, max_seconds, galleries, bloc
     # Set before torch loads OpenMP: on a shared, oversubscribed CPU, spinning worker threads make multi-thread
     # timings 10-20x worse; passive waiting keeps them meaningful. Recorded in every record's config.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .efficiency import Settings, efficiency_table, parse_datasets, run_study
-    from .errors import ConfigError
-    from .records import atomic_write_text, load_record, load_records
-    from .registry import METHODS
-    from .runner import resolve_device
+    from tvr_bench.bench.cost.efficiency import Settings, efficiency_table, parse_datasets, run_study
+    from tvr_bench.bench.errors import ConfigError
+    from tvr_bench.bench.records import atomic_write_text, load_record, load_records
+    from tvr_bench.bench.registry import METHODS
+    from tvr_bench.bench.runner import resolve_device
 
     # every input is validated before any work starts: a typo costs nothing and writes nothing
     method_names = METHODS.parse_list(methods)

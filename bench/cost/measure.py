@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -199,7 +198,7 @@ class MemoryMeter:
 def query_latency(method, video_state: dict, *, max_words: int, chunk_size: int, device, autocast,
                   min_run_time: float = 0.5) -> dict:
     """Median wall time of one query: encode the text, score it against the whole cached gallery (chunked)."""
-    from .evaluate import slice_state
+    from tvr_bench.bench.evaluate import slice_state
 
     tok, tm = dummy_tokens(1, max_words, method.backbone.tokenizer.eot_token_id, seed=2)
     tok, tm = tok.to(device), tm.to(device)

@@ -1,8 +1,8 @@
 """On-disk cache of decoded, resized and cropped frames: ``bench data prepare`` writes it, training and evaluation
-read it (``bench/data.py`` ``FrameStore``), and fall back to decoding for any video it lacks.
+read it (``bench/data/pipeline.py`` ``FrameStore``), and fall back to decoding for any video it lacks.
 
 What is stored. For every video, the frames the harness would feed the backbone — PyAV decoding, 1-fps sampling,
-uniform slice to F (``bench/video.py`` ``load_frames``), then the *geometric* part of the backbone's own eval
+uniform slice to F (``bench/data/video.py`` ``load_frames``), then the *geometric* part of the backbone's own eval
 preprocess (open_clip: bicubic resize of the short side, centre crop, RGB) — as one uint8 array ``[T, S, S, 3]``
 (``T <= F``: no padding is stored). The remaining part of the preprocess (to-tensor and CLIP mean/std
 normalisation) is applied at load time, with the same float32 operations in the same order, so a clip read from
@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from tvr_bench.bench.errors import DataError
 
 __all__ = [
     "CACHE_FORMAT",
@@ -146,8 +146,8 @@ def eval_preprocess(name: str, pretrained: str | None = None) -> Callable:
     weights (``bench data prepare`` needs only the resize/crop). Same configuration merge as open_clip's factory:
     defaults, then the model config's ``preprocess_cfg``, then the pretrained tag's, with the model's image size.
     """
-    from .backbone import import_open_clip
-    from .errors import ConfigError
+    from tvr_bench.bench.backbone import import_open_clip
+    from tvr_bench.bench.errors import ConfigError
 
     open_clip = import_open_clip()
     from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
@@ -210,7 +210,7 @@ class FrameCache:
             "sample_fps": self.sample_fps,
             "transform": preprocessor.describe(),
             "decoder": f"PyAV {_decoder_version()}",
-            "sampling": "1/sample_fps s steps, middle frame, uniform slice to max_frames (bench/video.py)",
+            "sampling": "1/sample_fps s steps, middle frame, uniform slice to max_frames (bench/data/video.py)",
         }
         key = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode()).hexdigest()
         self.key = key
@@ -292,7 +292,7 @@ class FrameCache:
 
     def decode(self, source: Path) -> np.ndarray:
         """Decode and crop one video the way the harness does (raises VideoError naming the file)."""
-        from .video import load_frames
+        from tvr_bench.bench.data.video import load_frames
 
         frames = load_frames(source, self.max_frames, self.sample_fps)
         return self.preprocessor.crop(frames)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tvr_bench.bench.backbone import Backbone
-from tvr_bench.bench.registry import MethodInfo
+from tvr_bench.bench.api.metadata import MethodInfo
 
 State = dict[str, torch.Tensor]
 

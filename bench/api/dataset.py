@@ -1,6 +1,6 @@
 """The dataset plugin contract: a dataset yields splits of (videos, captions) and declares its protocol.
 
-Every dataset, real or embedded, is read through the same path afterwards (``bench/data.py``): PyAV decoding,
+Every dataset, real or embedded, is read through the same path afterwards (``bench/data/pipeline.py``): PyAV decoding,
 1-fps sampling, uniform slicing to F frames with masks, CLIP tokenisation.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tvr_bench.bench.errors import DataError
-from tvr_bench.bench.registry import DatasetInfo
+from tvr_bench.bench.api.metadata import DatasetInfo
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The figure the papers draw: T2V R@1 against query-time FLOPs per query (log x), one panel per dataset.
 
-Points come from :func:`tvr_bench.bench.compare.plot_points`: R@1 measured by this toolkit (filled circles) or
+Points come from :func:`tvr_bench.bench.report.compare.plot_points`: R@1 measured by this toolkit (filled circles) or
 published (hollow squares, labelled with the provenance tag), x = FLOPs per query counted with
 FlopCounterMode (text encoding + gallery x per-pair scoring). matplotlib with the Agg backend (no display).
 """

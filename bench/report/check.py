@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import ConfigError, RecordError, RegressionError
-from .records import (
+from tvr_bench.bench.errors import ConfigError, RecordError, RegressionError
+from tvr_bench.bench.records import (
     DIRECTIONS,
     RANK_METRICS,
     flatten_record,
@@ -591,7 +591,7 @@ def build_baseline(records: Sequence[dict], *, reference_seed: int = 0, k: float
     """
     import statistics
 
-    from .records import flatten_record
+    from tvr_bench.bench.records import flatten_record
 
     by_method: dict[str, list[dict]] = {}
     for r in records:

@@ -18,10 +18,10 @@ the fingerprints differ) are refused: their numbers are not comparable. A row wh
 ``protocol.reduced`` (a test set reduced by opt-in) is marked with a dagger and a footnote.
 
 ``published=True`` adds, under each measured (dataset, method) row, the published results of that method on
-that dataset (``bench/published.py``; tags V, S and P only, never the unverified [R]), marked as published
+that dataset (``bench/report/published.py``; tags V, S and P only, never the unverified [R]), marked as published
 with tag and source; they take no part in "best" marking. :func:`write_report` writes a Markdown report:
 this table, the efficiency tables of ``bench efficiency`` records, the counted-vs-analytic-vs-published FLOP
-comparison and the R@1-vs-FLOPs-per-query figure (``bench/plot.py``).
+comparison and the R@1-vs-FLOPs-per-query figure (``bench/report/plot.py``).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import BenchError
-from .records import (
+from tvr_bench.bench.errors import BenchError
+from tvr_bench.bench.records import (
     atomic_write_text,
     record_key,
     record_label,
@@ -251,7 +251,7 @@ def _reduced(records: list[dict]) -> dict[tuple[str, str], list[str]]:
 
 
 def _published_display_rows(dataset: str, method: str, headers: list[str], na: str) -> list[dict]:
-    from .published import published_for
+    from tvr_bench.bench.report.published import published_for
 
     rows = []
     for pub in published_for(method, dataset):  # V / S / P only
@@ -383,7 +383,7 @@ def _footer(meta: dict, aggregate_seeds: bool) -> list[str]:
         lines.append(f"{REDUCED_MARK} Test set reduced by opt-in (protocol.reduced): not the full protocol, not "
                      "comparable with published numbers: " + ", ".join(parts) + ".")
     if meta.get("published"):
-        lines.append("Rows 'published [T] source' are published numbers (bench/published.py, "
+        lines.append("Rows 'published [T] source' are published numbers (bench/report/published.py, "
                      "../shared/docs/published.md), not measured here: [V] official repository, [S] another "
                      "paper's table, [P] the method's own paper text; unverified [R] recollections are never shown.")
     return lines
@@ -464,7 +464,7 @@ def _csv(records, aggregate_seeds: bool, published: bool = False) -> str:
     if reduced:
         out["reduced"] = [(d, m) in reduced for d, m in zip(out["dataset"], out["method"])]
     if published:
-        from .published import published_for
+        from tvr_bench.bench.report.published import published_for
 
         out["source"] = "measured"
         extra = []
@@ -558,7 +558,7 @@ def _g(v: float | None) -> str:
 def flops_comparison(records: Iterable[dict]) -> str:
     """Markdown: counted head MACs over the MSR-VTT 1k x 1k matrix next to published.md §6.4 (analytic) and GLSCL
     Table I (published), with the reason for every gap over 10 %."""
-    from .published import ANALYTIC_HEAD_MACS_1K, PUBLISHED_COSTS
+    from tvr_bench.bench.report.published import ANALYTIC_HEAD_MACS_1K, PUBLISHED_COSTS
 
     recs = list(records)
     counted = _efficiency_msrvtt(recs)
@@ -617,7 +617,7 @@ def flops_comparison(records: Iterable[dict]) -> str:
 
 
 def _other_published_costs() -> str:
-    from .published import PUBLISHED_COSTS
+    from tvr_bench.bench.report.published import PUBLISHED_COSTS
 
     rows = [c for c in PUBLISHED_COSTS if "1k x 1k" not in c.quantity]
     if not rows:
@@ -640,7 +640,7 @@ def plot_points(records: Iterable[dict], *, published: bool = False) -> list[dic
     mean over its run/cost records. y: T2V R@1 measured here (mean over the run records' seeds), and with
     ``published`` the published T2V R@1 (tags V/S/P; the default configuration's row when there is one).
     """
-    from .published import published_for
+    from tvr_bench.bench.report.published import published_for
 
     recs = list(records)
     reduced = _reduced(recs)
@@ -691,8 +691,8 @@ def write_report(records: Iterable[dict], md_path: str | os.PathLike, *, publish
     Everything is rendered before anything is written; the PNG is written first so the report never points
     at a missing figure.
     """
-    from .efficiency import efficiency_table
-    from .plot import plot_r1_vs_flops
+    from tvr_bench.bench.cost.efficiency import efficiency_table
+    from tvr_bench.bench.report.plot import plot_r1_vs_flops
 
     recs = _prepare(records)
     md_path = Path(md_path)

@@ -1,12 +1,12 @@
 """Torch datasets over a ``Split``: the single frame and text path for every dataset.
 
 Frames: PyAV decode -> 1-fps sampling -> uniform slice to F -> the backbone's own preprocessing (resize,
-centre crop, CLIP normalisation) -> zero padding with ``video_mask`` = 0 (``bench/video.py``).
+centre crop, CLIP normalisation) -> zero padding with ``video_mask`` = 0 (``bench/data/video.py``).
 Text: CLIP BPE ([SOT] tokens [EOT]), right-padded with 0 to ``max_words``; a caption that does not fit is an
 error naming it, or — where the dataset's protocol says so (CLIP4Clip) — truncated to max_words-1 tokens + [EOT].
 
 Frame cache: when ``bench data prepare`` has filled a cache for the same decoding parameters
-(``bench/frame_cache.py``), ``FrameStore`` reads the stored uint8 frames and applies only the normalisation; any
+(``bench/data/frame_cache.py``), ``FrameStore`` reads the stored uint8 frames and applies only the normalisation; any
 video without an entry is decoded. Both paths give bit-identical tensors.
 
 Missing or unreadable videos never shrink a split silently: they stop the run with the list of them, unless
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tvr_bench.datasets._base import Split
+from tvr_bench.bench.api.dataset import Split
 
-from .errors import CaptionTooLongError, DataError
-from .frame_cache import FrameCache, Preprocessor
-from .video import frames_to_tensor, load_frames, probe_video
+from tvr_bench.bench.errors import CaptionTooLongError, DataError
+from tvr_bench.bench.data.frame_cache import FrameCache, Preprocessor
+from tvr_bench.bench.data.video import frames_to_tensor, load_frames, probe_video
 
 #: how many ids / files an error message lists before "... and N more"
 LIST_LIMIT = 20

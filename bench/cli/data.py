@@ -10,7 +10,7 @@ is missing or unreadable ends in one error line and exit code 2; counts that dif
 non-standard split, are reported as notes (a run on them is allowed and its record says so).
 
 ``prepare`` decodes every video once (1 fps, uniform slice to F frames, the backbone's resize and crop) into the
-frame cache that ``bench run`` reads (``bench/frame_cache.py``): parallel (``--workers``), with a progress bar,
+frame cache that ``bench run`` reads (``bench/data/frame_cache.py``): parallel (``--workers``), with a progress bar,
 resumable (finished entries are skipped), corrupt videos reported at the end (exit 2) without stopping the job.
 Use the same ``--preset`` / ``--set`` (``data.max_frames``, ``backbone.name``, ...) as the runs that should read
 the cache: the cache is keyed by these decoding parameters.
@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from .errors import ConfigError, DataError
+from tvr_bench.bench.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 
@@ -103,7 +103,7 @@ def verify(dataset, root, splits, overrides, preset, annotations_only, probe, li
     """Check a dataset's files against its protocol: counts per split, missing and unreadable videos."""
     from tqdm import tqdm
 
-    from tvr_bench.bench.video import probe_video
+    from tvr_bench.bench.data.video import probe_video
 
     _, plugin, _ = _dataset(dataset, root, preset, overrides)
     splits = list(splits) or list(SPLITS)
@@ -184,7 +184,7 @@ def verify(dataset, root, splits, overrides, preset, annotations_only, probe, li
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def prepare(dataset, root, splits, overrides, preset, workers, cache_dir, progress):
     """Decode every video once into the frame cache that runs read (resumable; corrupt videos listed)."""
-    from tvr_bench.bench.frame_cache import FrameCache, Preprocessor, eval_preprocess, prepare_frames
+    from tvr_bench.bench.data.frame_cache import FrameCache, Preprocessor, eval_preprocess, prepare_frames
 
     cfg, plugin, default_dir = _dataset(dataset, root, preset, overrides)
     d, b = cfg["data"], cfg["backbone"]

@@ -1,0 +1,1 @@
+"""`bench` subcommands, one file each; ``cli.py`` at the repository root assembles them."""

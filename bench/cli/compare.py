@@ -1,0 +1,46 @@
+"""``bench compare``: the comparison table of run records (Markdown, CSV, LaTeX, report)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+@click.command(name="compare")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write CSV here.")
+@click.option("--latex", "latex_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write LaTeX here.")
+@click.option("--per-seed", is_flag=True, help="One row per seed instead of mean ± std.")
+@click.option("--published", is_flag=True,
+              help="Add published results (tags V/S/P, never [R]) beside the measured rows, labelled.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a Markdown report here and its R@1-vs-FLOPs figure beside it (same name, .png).")
+def compare(paths, csv_path, latex_path, per_seed, published, report_path):
+    """Print a methods x (metrics, cost) table of the run records in PATHS (files or folders)."""
+    from tvr_bench.bench.report.compare import comparison_table, write_report
+    from tvr_bench.bench.records import atomic_write_text, load_records
+
+    records = [r for p in paths for r in load_records(p)]
+    agg = not per_seed
+    md = comparison_table(records, fmt="markdown", aggregate_seeds=agg, published=published)
+    outputs = []
+    if csv_path:
+        outputs.append((csv_path, comparison_table(records, fmt="csv", aggregate_seeds=agg, published=published)))
+    if latex_path:
+        outputs.append((latex_path, comparison_table(records, fmt="latex", aggregate_seeds=agg, published=published)))
+    for path, text in outputs:
+        atomic_write_text(path, text)
+    if report_path:
+        import json
+
+        not_applicable = {}  # `bench efficiency` lists methods that refuse a dataset's shapes beside its records
+        for p in paths:
+            na_file = p / "_not_applicable.json"
+            if p.is_dir() and na_file.is_file():
+                not_applicable.update(json.loads(na_file.read_text()))
+        md_file, png_file = write_report(records, report_path, published=published, aggregate_seeds=agg,
+                                         command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                                         not_applicable=not_applicable)
+        click.echo(f"wrote {md_file} and {png_file}", err=True)
+    click.echo(md)

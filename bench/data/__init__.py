@@ -1,0 +1,1 @@
+"""The data path every dataset goes through: video decoding, frame sampling, the frame cache, torch datasets."""

@@ -1,0 +1,1 @@
+"""Reading records back: comparison tables, reports, plots, regression checks, published numbers."""
