@@ -9,29 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable
-
 import torch
 from torch.utils.data import DataLoader
 
 from tvr_bench.bench import metrics as M
+from tvr_bench.bench.api.state import State, concat_states, slice_state, state_to
 from tvr_bench.bench.data.pipeline import FrameStore, TokenizedCaptions, VideoDataset
-
-State = dict[str, torch.Tensor]
-
-
-def concat_states(states: Iterable[State]) -> State:
-    states = list(states)
-    return {k: torch.cat([s[k] for s in states], dim=0) for k in states[0]}
-
-
-def slice_state(state: State, sl: slice) -> State:
-    return {k: v[sl] for k, v in state.items()}
-
-
-def state_to(state: State, device) -> State:
-    return {k: v.to(device) for k, v in state.items()}
-
 
 @torch.no_grad()
 def encode_videos(method, store: FrameStore, split, batch_size: int, device, autocast) -> State:

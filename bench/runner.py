@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-import tvr_bench.bench.cost.measure as C
+import tvr_bench.bench.cost as C
 from tvr_bench.bench import provenance
 from tvr_bench.bench.backbone import build_backbone
 from tvr_bench.bench.config import resolve_config

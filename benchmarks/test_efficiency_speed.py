@@ -45,11 +45,11 @@ BELOW_HALF: dict[str, str] = {
 @pytest.fixture(scope="module")
 def setup():
     from tvr_bench.bench.backbone import build_backbone
-    from tvr_bench.bench.cost.efficiency import PAPER_SHAPES, dense_matmul_flops_per_s, shared_inputs
+    from tvr_bench.bench.cost.efficiency import paper_shapes, dense_matmul_flops_per_s, shared_inputs
 
     torch.manual_seed(0)
     backbone = build_backbone("ViT-B-32").eval()
-    inputs = shared_inputs(backbone, PAPER_SHAPES["msrvtt"], n_real=2, device=torch.device("cpu"))
+    inputs = shared_inputs(backbone, paper_shapes()["msrvtt"], n_real=2, device=torch.device("cpu"))
     dense = dense_matmul_flops_per_s("cpu")
     return backbone, inputs, dense
 

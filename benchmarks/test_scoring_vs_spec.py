@@ -35,10 +35,10 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tvr_bench.bench.cost.efficiency import PAPER_SHAPES  # noqa: E402
+from tvr_bench.bench.cost.efficiency import paper_shapes  # noqa: E402
 from tvr_bench.bench.registry import METHODS  # noqa: E402
 
-SHAPE = PAPER_SHAPES["msrvtt"]
+SHAPE = paper_shapes()["msrvtt"]
 L, F = SHAPE.max_words, SHAPE.max_frames
 N_QUERIES = N_GALLERY = 1000  # the MSR-VTT 1k-A test matrix
 BATCHED_TARGET_S = 1.5

@@ -21,7 +21,7 @@ Defaults (CLIP4Clip, X-CLIP, GLCCL): 64 frames, 64 words, paragraphs longer than
 from __future__ import annotations
 
 from tvr_bench.bench.errors import DataError
-from tvr_bench.bench.api.metadata import DatasetInfo
+from tvr_bench.bench.api.metadata import DatasetInfo, PaperShape
 from tvr_bench.bench.registry import register_dataset
 from tvr_bench.bench.api.dataset import CaptionItem
 from tvr_bench.datasets._real import AnnotatedSplit, RealDataset, read_id_list, read_json, require_text, sha256_file
@@ -55,6 +55,9 @@ def paragraphs(records: object, where: str) -> dict[str, list[str]]:
 @register_dataset
 class DiDeMo(RealDataset):
     info = DatasetInfo(
+        paper_shape=PaperShape("didemo", 64, 64, 1_004, 1_004,
+                               "DiDeMo paragraph-to-video: 1,004 paragraphs x 1,004 test videos",
+                               "docs/protocols.md (DiDeMo)", 64),
         name="didemo",
         description="DiDeMo paragraph-to-video: a video's descriptions joined into one query; CE split lists when "
         "present (test 1,004), else LocalizingMoments' files (test 1,037); --root holds *_data.json.",

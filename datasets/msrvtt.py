@@ -33,7 +33,7 @@ from functools import cached_property
 from typing import Any
 
 from tvr_bench.bench.errors import ConfigError, DataError
-from tvr_bench.bench.api.metadata import DatasetInfo
+from tvr_bench.bench.api.metadata import DatasetInfo, PaperShape
 from tvr_bench.bench.registry import register_dataset
 from tvr_bench.bench.api.dataset import CaptionItem
 from tvr_bench.datasets._real import (
@@ -130,6 +130,9 @@ class _Corpus:
 @register_dataset
 class MSRVTT(RealDataset):
     info = DatasetInfo(
+        paper_shape=PaperShape("msrvtt", 12, 32, 1_000, 1_000,
+                               "MSR-VTT 1k-A: 1,000 captions x 1,000 videos (one caption per video)",
+                               "docs/protocols.md (MSR-VTT)", 128),
         name="msrvtt",
         description="MSR-VTT 9k/1k-A: train 9,000 videos x 20 captions (each a sample), test 1,000 JSFusion pairs; "
         "official JSON/zip or CLIP4Clip layout (--root).",

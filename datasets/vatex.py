@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 
 from tvr_bench.bench.errors import DataError
-from tvr_bench.bench.api.metadata import DatasetInfo
+from tvr_bench.bench.api.metadata import DatasetInfo, PaperShape
 from tvr_bench.bench.registry import register_dataset
 from tvr_bench.bench.api.dataset import CaptionItem
 from tvr_bench.datasets._real import AnnotatedSplit, RealDataset, read_id_list, read_json, read_text, require_text
@@ -83,6 +83,9 @@ def _english(data: object, where: str, kind: str) -> dict[str, list[str]]:
 @register_dataset
 class VATEX(RealDataset):
     info = DatasetInfo(
+        paper_shape=PaperShape("vatex", 12, 32, 15_000, 1_500,
+                               "VATEX HGR test: 1,500 videos x 10 English captions = 15,000 T2V queries",
+                               "docs/protocols.md (VATEX)", 128),
         name="vatex",
         description="VATEX multi-caption (English): HGR split 25,991 / 1,500 / 1,500 videos x 10 captions; T2V over "
         "all captions, V2T by best caption; official JSON, ref_captions.json or vatex_data.json (--root).",

@@ -13,7 +13,7 @@ New Linear layers: N(0, 0.02) weights, zero biases (``init_weights``).
 The attention calls ``F.scaled_dot_product_attention`` on the block's own projections rather than
 ``nn.MultiheadAttention`` (whose eval fast path fuses everything): same arithmetic as the written-out softmax
 (tested against a loop transcription), about half the time over [pairs, 1+F, D] in training, and
-``bench/cost/measure.py`` counts its two S x S x D products on every device.
+``bench/cost/flops.py`` counts its two S x S x D products on every device.
 """
 
 from __future__ import annotations

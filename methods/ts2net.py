@@ -166,6 +166,7 @@ def _init_official(module: nn.Module) -> None:
 class TS2Net(RetrievalMethod):
     info = MethodInfo(
         name="ts2net",
+        video_input="pixels",  # token shift inside the image tower, patch tokens for the selection
         paper="Liu, Xiong, Xu, Cao, Jin: TS2-Net: Token Shift and Selection Transformer for Text-Video Retrieval, "
         "ECCV 2022 (arXiv 2207.07852)",
         official_repo="https://github.com/yuqi657/ts2_net",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tvr_bench.bench.cost.measure import count_flops, flop_profile, param_counts
+from tvr_bench.bench.cost import count_flops, flop_profile, param_counts
 
 
 @pytest.mark.parametrize("name", ["meanp", "seqtransf"])

@@ -332,7 +332,7 @@ def drl_pair_flops(L: int, F: int, D: int, interaction: str = "wti") -> int:
 
 @pytest.mark.parametrize("interaction,cdcr,L_,F_", [("wti", 3, 5, 6), ("ti", 0, 8, 4), ("wti", 3, 8, 4)])
 def test_flops_match_formula_and_scale_linearly(tiny_backbone, make_method, interaction, cdcr, L_, F_):
-    from tvr_bench.bench.cost.measure import flop_profile
+    from tvr_bench.bench.cost import flop_profile
 
     m = make_method("drl", tiny_backbone, max_frames=F_, max_words=L_, interaction=interaction, cdcr=cdcr)
     p = flop_profile(m, max_words=L_, max_frames=F_, gallery_size=10, block=(4, 8))
@@ -356,7 +356,7 @@ def test_paper_scale_pair_cost_matches_published_analytic():
 
 def test_param_counts_at_vit_b32(make_method):
     from tvr_bench.bench.backbone import build_backbone
-    from tvr_bench.bench.cost.measure import param_counts
+    from tvr_bench.bench.cost import param_counts
     from tvr_bench.methods.drl import DRL
 
     bb = build_backbone("ViT-B-32")

@@ -12,14 +12,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import tvr_bench.bench.cost.measure as C
+import tvr_bench.bench.cost as C
+import tvr_bench.bench.cost.blocks as Blk
 import tvr_bench.bench.cost.efficiency as E
+import tvr_bench.bench.cost.latency as Lat
+import tvr_bench.bench.cost.memory as Mem
+from tvr_bench.bench.api.metadata import PaperShape
+from tvr_bench.bench.report.efficiency_table import efficiency_table
 from tvr_bench.bench.errors import ConfigError, RecordError
 from tvr_bench.bench.records import load_records, record_label, validate_record
 from tvr_bench.bench.registry import METHODS
 
 F, L = 6, 8  # reduced frames / words
-SHAPE = E.PaperShape("msrvtt", F, L, 24, 20, "reduced test shape", "tests", 8)
+SHAPE = PaperShape("msrvtt", F, L, 24, 20, "reduced test shape", "tests", 8)
 
 
 def every_method():
@@ -135,7 +140,7 @@ def test_counts_match_cost_flop_profile_and_scale_linearly(tiny_backbone, make_m
 
 def test_live_tensor_bytes_counts_only_new_storages():
     a, b = torch.randn(64, 32), torch.randn(32, 128)
-    with E.LiveTensorBytes() as tr:
+    with Mem.LiveTensorBytes() as tr:
         x = a @ b  # 32 KiB
         y = x.softmax(-1)  # +32 KiB
         del x
@@ -164,7 +169,7 @@ def test_matrix_memory_is_bounded_by_the_chunk_not_by_n(tiny_backbone, make_meth
     assert peak(16, 24, (4, 6)) > large
     # the block rule: a block is shrunk until its measured intermediates fit the budget
     budget = peak(16, 24, (4, 6))
-    chunk, block_peak = E.fit_block(m, text, video, (8, 12), budget)
+    chunk, block_peak = Blk.fit_block(m, text, video, (8, 12), budget)
     assert block_peak <= budget and chunk[0] * chunk[1] < 8 * 12
     assert peak(16, 24, chunk) == block_peak
 
@@ -193,13 +198,13 @@ def _settings(**kw):
 def test_latency_curve_measures_or_skips_with_reason(tiny_backbone, make_method, inputs):
     m = _method(make_method, tiny_backbone, "xclip")
     video = E.real_video_states(m, inputs)
-    ppb = E.bytes_per_pair(m, E.real_text_states(m, 2, L, "cpu"), video)
-    measured = E.latency_curve(m, video, max_words=L, galleries=(50, 400), device="cpu", per_pair_bytes=ppb,
+    ppb = Blk.bytes_per_pair(m, E.real_text_states(m, 2, L, "cpu"), video)
+    measured = Lat.latency_curve(m, video, max_words=L, galleries=(50, 400), device="cpu", per_pair_bytes=ppb,
                                settings=_settings())
     assert [r["status"] for r in measured["by_gallery"]] == ["measured", "measured"]
     assert measured["pool_videos"] < 400  # the 400-video gallery cycles over a smaller resident pool
     assert all(r["median_ms"] > 0 for r in measured["by_gallery"])
-    skipped = E.latency_curve(m, video, max_words=L, galleries=(50, 400), device="cpu", per_pair_bytes=ppb,
+    skipped = Lat.latency_curve(m, video, max_words=L, galleries=(50, 400), device="cpu", per_pair_bytes=ppb,
                               settings=_settings(max_seconds=1e-9))
     for row in skipped["by_gallery"]:
         assert row["status"] == "skipped" and "budget" in row["reason"] and row["extrapolated_ms"] > 0
@@ -212,7 +217,7 @@ def test_extrapolation_uses_the_measured_sizes():
     rows = [{"gallery_size": 10, "status": "measured", "median_ms": 2.0},
             {"gallery_size": 100, "status": "measured", "median_ms": 11.0},
             {"gallery_size": 1000, "status": "skipped"}]
-    E._extrapolate(rows, text_ms=1.0, per_video_ms_probe=5.0, probe_n=10)
+    Lat._extrapolate(rows, text_ms=1.0, per_video_ms_probe=5.0, probe_n=10)
     assert rows[2]["extrapolated_ms"] == pytest.approx(101.0)  # line through (10, 2) and (100, 11)
     assert "N=10 and N=100" in rows[2]["extrapolation"]
 
@@ -246,7 +251,7 @@ def test_study_writes_valid_efficiency_records(study):
         assert e["scoring_throughput"]["fraction_of_dense"] == pytest.approx(
             e["scoring_throughput"]["flops_per_s"] / e["dense_matmul_flops_per_s"])
         assert e["train_step"] is None  # CPU: no training-step measurement
-    table = E.efficiency_table(list(recs.values()))
+    table = efficiency_table(list(recs.values()))
     assert "| glccl (qd) |" in table and "| meanp |" in table and "lat. ms N=50" in table
 
 
@@ -301,12 +306,12 @@ def test_a_method_that_refuses_the_shapes_is_not_applicable_with_its_reason(tmp_
     paths, failures, na = E.run_study(["glccl", "meanp"], ["msrvtt"], _settings(galleries=(50,)), tmp_path,
                                       log=lambda m: None, shapes={"msrvtt": SHAPE})
     assert failures == [] and na == [("glccl", "msrvtt", "64 frames exceed the position table")]
-    table = E.efficiency_table(load_records(tmp_path), {"glccl/msrvtt": na[0][2]})
+    table = efficiency_table(load_records(tmp_path), {"glccl/msrvtt": na[0][2]})
     assert "Not applicable at these shapes (no record): **glccl**: 64 frames exceed" in table
 
 
 def test_parse_datasets():
-    assert E.parse_datasets("all") == ["msrvtt", "vatex", "didemo"]
+    assert E.parse_datasets("all") == ["didemo", "msrvtt", "vatex"]  # registry order: every plugin with a paper shape
     assert E.parse_datasets("vatex, msrvtt") == ["vatex", "msrvtt"]
     with pytest.raises(ConfigError, match="Did you mean: didemo"):
         E.parse_datasets("didemoo")

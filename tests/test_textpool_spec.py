@@ -125,7 +125,7 @@ def test_gram_trick_equals_direct_path(backbone, make_method, normalize, mask_mo
 # ---- 2. parameters ---------------------------------------------------------------------------------------
 
 def test_param_count_at_vit_b32(vit_b32, make_method):
-    from tvr_bench.bench.cost.measure import param_counts
+    from tvr_bench.bench.cost import param_counts
     from tvr_bench.methods.textpool import TextConditionedPooling
 
     m = make_method("textpool", vit_b32, max_frames=12, max_words=32)
@@ -150,8 +150,8 @@ def textpool_pair_flops(F: int, D: int, gram: bool = False) -> int:
 
 @pytest.mark.parametrize("Fr,gram", [(6, False), (9, True)])
 def test_scoring_flops_match_formula_and_scale_linearly(tiny_backbone, make_method, Fr, gram):
-    from tvr_bench.bench.cost.measure import count_flops, dummy_tokens, flop_profile
-    from tvr_bench.bench.evaluate import slice_state
+    from tvr_bench.bench.cost import count_flops, dummy_tokens, flop_profile
+    from tvr_bench.bench.api.state import slice_state
 
     m = make_method("textpool", tiny_backbone, max_frames=Fr, max_words=L, gram_trick=gram)
     prof = flop_profile(m, max_words=L, max_frames=Fr, gallery_size=10, block=(4, 8))
@@ -173,7 +173,7 @@ def test_scoring_flops_match_formula_and_scale_linearly(tiny_backbone, make_meth
 def test_pair_flops_at_msrvtt_shapes(vit_b32, make_method):
     """At D=512, F=12: 12,800 MACs per pair as written (12.8 G per 1k x 1k, published.md §6.4) and 6,312 with
     the Gram trick (published: ~6.3 G)."""
-    from tvr_bench.bench.cost.measure import count_flops, dummy_tokens
+    from tvr_bench.bench.cost import count_flops, dummy_tokens
 
     tok, tm = dummy_tokens(2, 32, vit_b32.tokenizer.eot_token_id)
     for gram, macs in ((False, 12_800), (True, 6_312)):

@@ -226,7 +226,7 @@ def tight_pair_flops(F: int, D: int, layers: int = 4, mlp: int | None = None) ->
 
 
 def test_flops_match_formula_and_scale_linearly(tiny_backbone, make_method):
-    from tvr_bench.bench.cost.measure import flop_profile
+    from tvr_bench.bench.cost import flop_profile
 
     F_ = 3
     m = make_method("tighttransf", tiny_backbone, max_frames=F_, max_words=4, pair_chunk=5)
@@ -244,7 +244,7 @@ def test_flops_match_formula_and_scale_linearly(tiny_backbone, make_method):
 def test_param_count_and_pair_flops_at_vit_b32(make_method):
     """12,913,153 = positions 77x512 + 4 CLIP blocks + pooler LN and Linear(512,512) + Linear(512,1)."""
     from tvr_bench.bench.backbone import build_backbone
-    from tvr_bench.bench.cost.measure import count_flops, param_counts
+    from tvr_bench.bench.cost import count_flops, param_counts
     from tvr_bench.methods.tighttransf import TightTransf
 
     bb = build_backbone("ViT-B-32")

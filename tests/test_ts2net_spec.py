@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from tvr_bench.bench.cost.measure import count_flops, flop_profile, param_counts
+from tvr_bench.bench.cost import count_flops, flop_profile, param_counts
 
 D = 64  # tvr-tiny embed dim
 F, T, K = 6, 17, 3  # frames, tokens per frame (CLS + 4x4 patches), selected patches

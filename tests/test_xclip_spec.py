@@ -146,7 +146,7 @@ def xclip_pair_flops(L: int, F: int, D: int) -> int:
 
 @pytest.mark.parametrize("L_,F_", [(5, 6), (8, 4)])
 def test_flops_per_pair_match_formula_and_scale_linearly(tiny_backbone, make_method, L_, F_):
-    from tvr_bench.bench.cost.measure import flop_profile
+    from tvr_bench.bench.cost import flop_profile
 
     m = make_method("xclip", tiny_backbone, max_frames=F_, max_words=L_)
     expected = xclip_pair_flops(L_, F_, tiny_backbone.embed_dim)
@@ -163,7 +163,7 @@ def test_paper_scale_flops_match_published_analytic():
 
 def test_parameter_count_at_vit_b32(make_method):
     from tvr_bench.bench.backbone import build_backbone
-    from tvr_bench.bench.cost.measure import param_counts
+    from tvr_bench.bench.cost import param_counts
     from tvr_bench.bench.registry import METHODS
 
     m = make_method("xclip", build_backbone("ViT-B-32"), max_frames=12, max_words=32)

@@ -203,7 +203,7 @@ def test_fold_out_proj_is_exact(backbone, make_method):
 # ---- 2. parameters ---------------------------------------------------------------------------------------
 
 def test_param_count_at_vit_b32(vit_b32, make_method):
-    from tvr_bench.bench.cost.measure import param_counts
+    from tvr_bench.bench.cost import param_counts
     from tvr_bench.methods.xpool import XPool
 
     m = make_method("xpool", vit_b32, max_frames=12, max_words=32)
@@ -228,10 +228,10 @@ def xpool_pair_flops(F: int, D: int, heads: int = 1, fold: bool = False) -> int:
 
 @pytest.mark.parametrize("Fr,heads,fold", [(5, 1, False), (7, 2, False), (6, 1, True), (4, 4, True)])
 def test_scoring_flops_match_formula_and_scale_linearly(tiny_backbone, make_method, Fr, heads, fold):
-    from tvr_bench.bench.cost.measure import flop_profile
+    from tvr_bench.bench.cost import flop_profile
 
-    from tvr_bench.bench.cost.measure import count_flops, dummy_tokens
-    from tvr_bench.bench.evaluate import slice_state
+    from tvr_bench.bench.cost import count_flops, dummy_tokens
+    from tvr_bench.bench.api.state import slice_state
 
     m = make_method("xpool", tiny_backbone, max_frames=Fr, max_words=L, num_heads=heads, fold_out_proj=fold)
     ref = flop_profile(m, max_words=L, max_frames=Fr, gallery_size=10, block=(4, 8))["score_per_pair"]
@@ -248,7 +248,7 @@ def test_scoring_flops_match_formula_and_scale_linearly(tiny_backbone, make_meth
 
 def test_text_and_video_side_work_is_not_counted_per_pair(tiny_backbone, make_method):
     """q = W_q LN1(t) once per query; LN1(Z), K, V (and W_o V when folded) once per video, offline."""
-    from tvr_bench.bench.cost.measure import flop_profile
+    from tvr_bench.bench.cost import flop_profile
 
     base = flop_profile(make_method("meanp", tiny_backbone, max_frames=F, max_words=L), max_words=L,
                         max_frames=F, gallery_size=10)
@@ -262,7 +262,7 @@ def test_text_and_video_side_work_is_not_counted_per_pair(tiny_backbone, make_me
 def test_pair_flops_at_msrvtt_shapes(vit_b32, make_method):
     """Counted at ViT-B/32 width (D=512, F=12, L=32): 537,088 MACs per pair = 537 G MACs per 1k x 1k
     (published.md §6.4: ~543 G; GLSCL Table I: 275.0 G, which equals D^2 + 2FD + D, one D x D projection less)."""
-    from tvr_bench.bench.cost.measure import count_flops, dummy_tokens
+    from tvr_bench.bench.cost import count_flops, dummy_tokens
 
     m = make_method("xpool", vit_b32, max_frames=12, max_words=32)
     tok, tm = dummy_tokens(2, 32, vit_b32.tokenizer.eot_token_id)

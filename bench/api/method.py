@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from tvr_bench.bench.api.state import State
 from tvr_bench.bench.backbone import Backbone
 from tvr_bench.bench.api.metadata import MethodInfo
 
-State = dict[str, torch.Tensor]
 
 
 class RetrievalMethod(nn.Module):

@@ -54,7 +54,8 @@ def efficiency(methods, datasets_, device, out_dir, max_seconds, galleries, bloc
     # Set before torch loads OpenMP: on a shared, oversubscribed CPU, spinning worker threads make multi-thread
     # timings 10-20x worse; passive waiting keeps them meaningful. Recorded in every record's config.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from tvr_bench.bench.cost.efficiency import Settings, efficiency_table, parse_datasets, run_study
+    from tvr_bench.bench.cost.efficiency import Settings, parse_datasets, run_study
+    from tvr_bench.bench.report.efficiency_table import efficiency_table
     from tvr_bench.bench.errors import ConfigError
     from tvr_bench.bench.records import atomic_write_text, load_record, load_records
     from tvr_bench.bench.registry import METHODS

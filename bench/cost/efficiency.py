@@ -1,7 +1,7 @@
 """Efficiency study at paper scale: what each method costs at query time, without training and without videos.
 
 For every (method, dataset) the method is built on a ViT-B/32 backbone (random init: costs depend on shapes,
-not on weights) at the dataset's paper shapes (:data:`PAPER_SHAPES`), and measured:
+not on weights) at the dataset's paper shapes (``DatasetInfo.paper_shape``), and measured:
 
 - **parameters**: total, trainable, head (``bench.cost.param_counts``) next to the analytic
   ``MethodInfo.extra_params`` (which methods.md gives at L=32, F=12);
@@ -34,53 +34,41 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
 import time
-import weakref
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 from torch.utils.benchmark import Timer
 
-import tvr_bench.bench.cost.measure as C
+from tvr_bench.bench.api.state import State, concat_states, slice_state, state_batch, state_bytes, tile_state
+from tvr_bench.bench.api.metadata import PaperShape
+from tvr_bench.bench.cost.blocks import (MiB, bytes_per_pair, choose_block, fit_block, pairs_per_block,
+                                         probe_pairs_for, sync)
+from tvr_bench.bench.cost.flops import (_overrides_encode_video, count_flops, dummy_frames, dummy_tokens,
+                                        flop_profile)
+from tvr_bench.bench.cost.latency import latency_curve
+from tvr_bench.bench.cost.memory import LiveTensorBytes, MemoryMeter
+from tvr_bench.bench.cost.params import param_counts
 from tvr_bench.bench.errors import ConfigError
 
-State = dict[str, torch.Tensor]
 
 # --------------------------------------------------------------------------------------------------
 # paper shapes
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PaperShape:
-    """Frames, words and the test protocol's query x gallery counts of one dataset (protocols.md)."""
+def paper_shapes() -> dict[str, PaperShape]:
+    """The paper-scale shapes every dataset plugin declares (``DatasetInfo.paper_shape``), by dataset name."""
+    from tvr_bench.bench.registry import DATASETS
 
-    name: str
-    max_frames: int
-    max_words: int
-    n_queries: int  # T2V queries of the test protocol
-    n_videos: int  # test gallery
-    protocol: str
-    source: str
-    train_batch: int  # the usual paper batch size (global) for the training-step measurement
+    out = {}
+    for name in DATASETS.names():
+        shape = DATASETS.get(name).info.paper_shape
+        if shape is not None:
+            out[name] = shape
+    return out
 
-
-#: One table of the paper settings (ViT-B/32 budgets; protocols.md §1.5, §2.3-2.4, §3.3-3.4, §8).
-PAPER_SHAPES: dict[str, PaperShape] = {
-    "msrvtt": PaperShape("msrvtt", 12, 32, 1_000, 1_000,
-                         "MSR-VTT 1k-A: 1,000 captions x 1,000 videos (one caption per video)",
-                         "protocols.md §1.5, §8", 128),
-    "vatex": PaperShape("vatex", 12, 32, 15_000, 1_500,
-                        "VATEX HGR test: 1,500 videos x 10 English captions = 15,000 T2V queries",
-                        "protocols.md §3.3-3.4, §8", 128),
-    "didemo": PaperShape("didemo", 64, 64, 1_004, 1_004,
-                         "DiDeMo paragraph-to-video: 1,004 paragraphs x 1,004 test videos",
-                         "protocols.md §2.3-2.4, §8", 64),
-}
 
 #: Gallery sizes of the latency curve (the protocol's own gallery is added per dataset).
 LATENCY_GALLERIES: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
@@ -88,22 +76,22 @@ LATENCY_GALLERIES: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
 #: The evaluation-memory check of the report: the full protocol score matrix must stay under this.
 EVAL_MEMORY_LIMIT_BYTES = 4_000_000_000  # 4 GB (decimal)
 
-MiB = float(1 << 20)
 
 
 def parse_datasets(spec: str) -> list[str]:
     """Comma list or ``all`` -> validated paper-shape names (did-you-mean on a typo)."""
+    shapes = paper_shapes()
     if spec.strip() == "all":
-        return list(PAPER_SHAPES)
+        return list(shapes)
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise ConfigError("empty dataset list")
     for n in names:
-        if n not in PAPER_SHAPES:
-            close = difflib.get_close_matches(n, list(PAPER_SHAPES), n=3, cutoff=0.5)
+        if n not in shapes:
+            close = difflib.get_close_matches(n, list(shapes), n=3, cutoff=0.5)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise ConfigError(f"unknown dataset {n!r} for bench efficiency.{hint} "
-                              f"Available: {', '.join(PAPER_SHAPES)}")
+                              f"Available: {', '.join(shapes)}")
     return names
 
 
@@ -135,93 +123,8 @@ class Settings:
 
 
 # --------------------------------------------------------------------------------------------------
-# state helpers
-# --------------------------------------------------------------------------------------------------
-
-
-def state_batch(state: State) -> int:
-    return int(next(iter(state.values())).shape[0])
-
-
-def state_bytes(state: State) -> int:
-    return sum(int(v.numel() * v.element_size()) for v in state.values())
-
-
-def slice_state(state: State, sl: slice) -> State:
-    return {k: v[sl] for k, v in state.items()}
-
-
-def tile_state(state: State, n: int) -> State:
-    """The states of ``n`` items, repeating the given ones (batch dim first); contiguous copies."""
-    b = state_batch(state)
-    reps = -(-n // b)
-    return {k: v.repeat(reps, *([1] * (v.dim() - 1)))[:n].clone() for k, v in state.items()}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# --------------------------------------------------------------------------------------------------
 # deterministic tensor-memory peak
 # --------------------------------------------------------------------------------------------------
-
-
-class LiveTensorBytes(TorchDispatchMode):
-    """Peak bytes of tensor storages allocated inside the ``with`` block and alive at the same time.
-
-    Every aten op's outputs are inspected: a storage not seen before and not one of the op's inputs is a new
-    allocation; it is released when the last tensor viewing it dies. Storages that existed before the block
-    (weights, cached states, a preallocated output matrix) are not counted, so the number is the scoring
-    intermediates' peak, deterministic and independent of allocator caching (unlike RSS). Slow: for probes.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._live: dict[int, list[int]] = {}
-        self.current = 0
-        self.peak = 0
-
-    def _release(self, key: int) -> None:
-        ent = self._live.get(key)
-        if ent is None:
-            return
-        ent[1] -= 1
-        if ent[1] == 0:
-            del self._live[key]
-            self.current -= ent[0]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = None
-        for t in tree_leaves(out):
-            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
-                continue
-            st = t.untyped_storage()
-            key = st.data_ptr()
-            if key == 0:
-                continue
-            if key in self._live:
-                self._live[key][1] += 1
-            else:
-                if inputs is None:
-                    inputs = {a.untyped_storage().data_ptr() for a in tree_leaves((args, kwargs))
-                              if isinstance(a, torch.Tensor) and a.device.type != "meta"}
-                if key in inputs:
-                    continue  # a view of, or an in-place result on, a storage that existed before
-                self._live[key] = [int(st.nbytes()), 1]
-                self.current += int(st.nbytes())
-                self.peak = max(self.peak, self.current)
-            weakref.finalize(t, self._release, key)
-        return out
-
-
-def block_intermediate_bytes(method, text: State, video: State) -> int:
-    """Tensor-bytes peak of one ``score`` call on the given block."""
-    with torch.no_grad(), LiveTensorBytes() as tracker:
-        method.score(text, video)
-    return tracker.peak
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,11 +148,11 @@ class SharedInputs:
 def shared_inputs(backbone, shape: PaperShape, *, n_real: int, device: torch.device, seed: int = 0) -> SharedInputs:
     t0 = time.perf_counter()
     size = backbone.spec.image_size
-    one = C.dummy_frames(1, 1, size, seed=seed)[0].to(device)
+    one = dummy_frames(1, 1, size, seed=seed)[0].to(device)
     was = backbone.training
     backbone.eval()  # counted in the mode evaluation runs in
     image_flops = count_flops(lambda: backbone.encode_frames(one))
-    frames, mask = C.dummy_frames(n_real, shape.max_frames, size, seed=seed + 1)
+    frames, mask = dummy_frames(n_real, shape.max_frames, size, seed=seed + 1)
     feats = [backbone.encode_frames(frames[i: i + 1].to(device)) for i in range(n_real)]
     backbone.train(was)
     return SharedInputs(shape, frames, torch.cat(feats).float(), mask.to(device), image_flops,
@@ -257,7 +160,7 @@ def shared_inputs(backbone, shape: PaperShape, *, n_real: int, device: torch.dev
 
 
 def real_text_states(method, n: int, max_words: int, device, seed: int = 0) -> State:
-    tok, m = C.dummy_tokens(n, max_words, method.backbone.tokenizer.eot_token_id, seed=seed)
+    tok, m = dummy_tokens(n, max_words, method.backbone.tokenizer.eot_token_id, seed=seed)
     with torch.no_grad():
         return method.encode_text(tok.to(device), m.to(device))
 
@@ -268,163 +171,34 @@ def real_video_states(method, inputs: SharedInputs) -> State:
     device = inputs.frame_features.device
     with torch.no_grad():
         if _overrides_encode_video(method):
-            from tvr_bench.bench.evaluate import concat_states
-
             return concat_states(method.encode_video(inputs.frames[i: i + 1].to(device), inputs.frame_mask[i: i + 1])
                                  for i in range(inputs.frames.shape[0]))
         return method.video_from_frames(inputs.frame_features, inputs.frame_mask)
-
-
-def _overrides_encode_video(method) -> bool:
-    from tvr_bench.bench.api.method import RetrievalMethod
-
-    return type(method).encode_video is not RetrievalMethod.encode_video
 
 
 # --------------------------------------------------------------------------------------------------
 # FLOPs
 # --------------------------------------------------------------------------------------------------
 
-# The CPU attention ops that FlopCounterMode (torch 2.13) has no formula for are counted by bench.cost.
-ATTENTION_FLOP_FORMULAS = C.ATTENTION_FLOP_FORMULAS
-FLOP_CONVENTION = C.FLOP_CONVENTION
-count_flops = C.count_flops
 
-
-@torch.no_grad()
 def flop_counts(method, inputs: SharedInputs, *, block=(4, 8), check_block=(2, 3), device="cpu",
                 video_real: State | None = None) -> dict:
-    """Counted FLOPs per query / pair / video at the inputs' shapes; same numbers as ``cost.flop_profile``."""
+    """:func:`tvr_bench.bench.cost.flops.flop_profile` at the inputs' shapes, sharing the image tower's count and
+    the real encoded videos, plus the protocol-level totals of the study."""
     shape = inputs.shape
-    device = torch.device(device)
-    eot = method.backbone.tokenizer.eot_token_id
-    tok1, m1 = C.dummy_tokens(1, shape.max_words, eot)
-    text_q = count_flops(lambda: method.encode_text(tok1.to(device), m1.to(device)))
-    if _overrides_encode_video(method):  # the method does its own video pass: count it whole
-        fr, vm = C.dummy_frames(1, shape.max_frames, method.backbone.spec.image_size)
-        video_v = count_flops(lambda: method.encode_video(fr.to(device), vm.to(device)))
-        head_v = None
-    else:
-        head_v = count_flops(lambda: method.video_from_frames(inputs.frame_features[:1], inputs.frame_mask[:1]))
-        video_v = shape.max_frames * inputs.image_flops_per_frame + head_v
-
     video_real = video_real if video_real is not None else real_video_states(method, inputs)
-
-    def per_pair(bt: int, bv: int) -> float:
-        text = tile_state(real_text_states(method, min(bt, 2), shape.max_words, device, seed=1), bt)
-        video = tile_state(video_real, bv)
-        return count_flops(lambda: method.score(text, video)) / (bt * bv)
-
-    pair = per_pair(*block)
-    pair_check = per_pair(*check_block)
-    return {
-        "text_per_query": text_q,
-        "score_per_pair": pair,
-        "per_query": text_q + shape.n_videos * pair,
-        "video_per_video": video_v,
-        "gallery_size": shape.n_videos,
-        "convention": FLOP_CONVENTION,
-        "image_tower_per_frame": inputs.image_flops_per_frame,
-        "video_head_per_video": head_v,
-        "protocol_matrix": shape.n_queries * shape.n_videos * pair,
-        "per_1k_matrix_macs": pair * 1_000_000 / 2,
-        "block": list(block),
-        "check_block": list(check_block),
-        "linear_in_pairs": math.isclose(pair, pair_check, rel_tol=1e-9, abs_tol=1e-9),
-        "score_per_pair_check_block": pair_check,
-    }
+    out = flop_profile(method, max_words=shape.max_words, max_frames=shape.max_frames, gallery_size=shape.n_videos,
+                       block=block, check_block=check_block, device=device, video_states=video_real,
+                       image_flops_per_frame=inputs.image_flops_per_frame, frame_features=inputs.frame_features,
+                       frame_mask=inputs.frame_mask)
+    out["protocol_matrix"] = shape.n_queries * shape.n_videos * out["score_per_pair"]
+    out["per_1k_matrix_macs"] = out["score_per_pair"] * 1_000_000 / 2
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
 # block sizing
 # --------------------------------------------------------------------------------------------------
-
-
-def bytes_per_pair(method, text: State, video: State, probe=(2, 16)) -> float:
-    """Scoring intermediates per pair, from a probe block (fixed per-block costs make it an overestimate)."""
-    bt, bv = probe
-    t = tile_state(text, bt)
-    v = tile_state(video, bv)
-    return max(block_intermediate_bytes(method, t, v), 1) / (bt * bv)
-
-
-def fit_block(method, text_real: State, video_real: State, chunk: tuple[int, int], budget_bytes: float
-              ) -> tuple[tuple[int, int], int]:
-    """Shrink ``chunk`` until one block's measured intermediates (:class:`LiveTensorBytes`) fit the budget.
-
-    The probe's bytes per pair is an estimate (per-text and per-video terms weigh differently in other block
-    shapes); this check makes the bound hold for the block actually used. Returns (chunk, its peak bytes).
-    """
-    t, v = chunk
-    while True:
-        peak = block_intermediate_bytes(method, tile_state(text_real, t), tile_state(video_real, v))
-        if peak <= budget_bytes or (t == 1 and v == 1):
-            return (t, v), peak
-        if v >= t:
-            v = max(1, v // 2)
-        else:
-            t = max(1, t // 2)
-
-
-def probe_pairs_for(per_pair_flops: float, dense: dict | None, seconds: float = 0.3) -> int:
-    """Pairs of a tuning probe: about ``seconds`` at a quarter of the dense GEMM rate."""
-    rate = dense["flops_per_s"] if dense else 1e10
-    return int(min(1 << 16, max(64, seconds * rate / 4 / max(per_pair_flops, 1.0))))
-
-
-def pairs_per_block(per_pair_bytes: float, block_mb: float, cap: int) -> int:
-    return int(max(1, min(cap, (block_mb * MiB) // per_pair_bytes)))
-
-
-@torch.no_grad()
-def choose_block(method, text_real: State, video_real: State, *, n_t: int, n_v: int, pairs: int,
-                 probe_pairs: int, device, autocast: Callable = None, max_tuning_s: float = 4.0
-                 ) -> tuple[tuple[int, int], list]:
-    """The (texts, videos) block shape of at most ``pairs`` pairs that scores fastest, by a quick probe.
-
-    The best shape depends on the method (a two-tower cosine wants a square GEMM; a query-dependent head
-    whose einsums permute [t, v, ...] intermediates is fastest with one text per block), so each method is
-    scored with the shape that suits it, as a tuned implementation would be. Candidates have ``probe_pairs``
-    pairs each (text chunk 1, 2, 8, 32, ... up to the square; probes must be large: a small block hides the
-    cost of permuting large intermediates); the winner's text chunk is kept and the video chunk grown to the
-    full ``pairs`` budget. Tuning stops after ``max_tuning_s``.
-    """
-    import contextlib
-
-    autocast = autocast or contextlib.nullcontext
-    probe_pairs = max(1, min(pairs, probe_pairs))
-    cands = []
-    t = 1
-    while t <= min(n_t, probe_pairs):
-        v = min(n_v, probe_pairs // t)
-        if v >= 1 and (not cands or cands[-1] != (t, v)):
-            cands.append((t, v))
-        if v < t:  # past the square
-            break
-        t *= 4 if t > 1 else 2
-    log = []
-    best, best_rate = cands[0], -1.0
-    start = time.perf_counter()
-    for i, (t, v) in enumerate(cands):
-        text, video = tile_state(text_real, t), tile_state(video_real, v)
-        for _ in range(2 if i == 0 else 1):  # the first candidate's first run is the method's warm-up
-            _sync(device)
-            t0 = time.perf_counter()
-            with autocast():
-                method.score(text, video)
-            _sync(device)
-            dt = time.perf_counter() - t0
-        rate = t * v / max(dt, 1e-9)
-        log.append({"texts": t, "videos": v, "pairs_per_s": rate})
-        if rate > best_rate:
-            best, best_rate = (t, v), rate
-        if time.perf_counter() - start > max_tuning_s:
-            break
-    t = best[0]
-    v = min(n_v, max(1, pairs // t))
-    if v == n_v:  # the whole gallery fits: use the rest of the budget for more texts
-        t = min(n_t, max(t, pairs // n_v))
-    return (min(t, n_t), v), log
 
 
 # --------------------------------------------------------------------------------------------------
@@ -435,7 +209,7 @@ def choose_block(method, text_real: State, video_real: State, *, n_t: int, n_v: 
 @torch.no_grad()
 def evaluate_matrix(method, text_real: State, video_real: State, *, n_t: int, n_v: int, chunk: tuple[int, int],
                     device, max_seconds: float | None = None, autocast: Callable = None,
-                    track_tensors: bool = False, meter: C.MemoryMeter | None = None, min_time: float = 0.0) -> dict:
+                    track_tensors: bool = False, meter: MemoryMeter | None = None, min_time: float = 0.0) -> dict:
     """Fill the [n_t, n_v] similarity matrix in (texts x videos) blocks, as the harness's evaluation does.
 
     The gallery's video states are tiled to ``n_v`` once (offline work, cached); the query side is one tiled
@@ -462,7 +236,7 @@ def evaluate_matrix(method, text_real: State, video_real: State, *, n_t: int, n_
         # warm-up block (not timed): first-touch allocation, kernel selection
         with autocast():
             method.score(slice_state(text_tile, slice(0, min(t_chunk, n_t))), slice_state(gallery, slice(0, min(v_chunk, n_v))))
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         while True:
             done = pairs_done = 0
@@ -477,10 +251,10 @@ def evaluate_matrix(method, text_real: State, video_real: State, *, n_t: int, n_
                     done += 1
                     pairs_done += nt * nv
                     if max_seconds is not None and done < len(blocks):
-                        _sync(device)
+                        sync(device)
                         if time.perf_counter() - t0 >= max_seconds:
                             break
-                _sync(device)
+                sync(device)
             passes.append(time.perf_counter() - t0)
             if done < len(blocks) or time.perf_counter() - start >= min_time or len(passes) >= 50:
                 break
@@ -509,152 +283,6 @@ def evaluate_matrix(method, text_real: State, video_real: State, *, n_t: int, n_
 # --------------------------------------------------------------------------------------------------
 # latency against galleries of N videos
 # --------------------------------------------------------------------------------------------------
-
-
-def _timed_query(fn: Callable[[], Any], *, device, min_run_time: float, single: bool) -> dict:
-    timer = Timer(stmt="f()", globals={"f": fn}, num_threads=torch.get_num_threads())
-    if single:  # one warm run after the caller's warm-up: the query alone outlasts min_run_time
-        m = timer.timeit(number=1)
-    else:
-        m = timer.blocked_autorange(min_run_time=min_run_time)
-    # min next to median: on a shared machine the fastest run is the least disturbed one
-    return {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3, "min_ms": min(m.times) * 1e3,
-            "n_runs": len(m.times) * m.number_per_run}
-
-
-def _extrapolate(rows: list[dict], text_ms: float, per_video_ms_probe: float, probe_n: int) -> None:
-    """Fill ``extrapolated_ms`` of skipped rows: linear in N from the measured sizes, labelled.
-
-    With two or more measured sizes: the line through the two largest (when its slope is positive); with one:
-    text encoding + the scoring part of that measurement scaled by N; with none: the probe's per-video time.
-    """
-    measured = [(r["gallery_size"], r["median_ms"]) for r in rows if r["status"] == "measured"]
-    a = b = None
-    basis = ""
-    if len(measured) >= 2:
-        (n1, t1), (n2, t2) = measured[-2], measured[-1]
-        slope = (t2 - t1) / (n2 - n1)
-        if slope > 0:
-            a, b = t2 - slope * n2, slope
-            basis = f"line through the measured medians at N={n1:,} and N={n2:,}"
-    if b is None and measured:
-        n1, t1 = measured[-1]
-        if t1 > text_ms:
-            a, b = text_ms, (t1 - text_ms) / n1
-            basis = f"text encoding + (measured median at N={n1:,} minus text encoding) x N/{n1:,}"
-    if b is None:
-        a, b = text_ms, per_video_ms_probe
-        basis = f"text encoding + N x per-video scoring time of a {probe_n}-video probe (no usable measurement)"
-    for r in rows:
-        if r["status"] == "skipped":
-            r["extrapolated_ms"] = a + b * r["gallery_size"]
-            r["extrapolation"] = "EXTRAPOLATED, not measured: linear in N, " + basis
-
-
-@torch.no_grad()
-def latency_curve(method, video_real: State, *, max_words: int, galleries: Iterable[int], device,
-                  per_pair_bytes: float, settings: Settings, autocast: Callable = None,
-                  log: Callable[[str], None] = lambda m: None) -> dict:
-    """Median latency of one query (text encoding + scoring, chunked) for each gallery size N.
-
-    The gallery is a resident pool of tiled real video states (at most ``pool_mb``, a multiple of the chunk),
-    cycled when N exceeds it. A size whose predicted measurement time exceeds ``max_seconds`` is skipped and
-    extrapolated linearly in N from the largest measured size (labelled).
-    """
-    import contextlib
-
-    device = torch.device(device)
-    autocast = autocast or contextlib.nullcontext
-    sizes = sorted(set(int(n) for n in galleries))
-    eot = method.backbone.tokenizer.eot_token_id
-    tok, tm = C.dummy_tokens(1, max_words, eot, seed=2)
-    tok, tm = tok.to(device), tm.to(device)
-    per_video = max(1, state_bytes(video_real) // state_batch(video_real))
-    chunk = min(pairs_per_block(per_pair_bytes, settings.block_mb, settings.max_pairs_per_block),
-                settings.max_latency_chunk, sizes[-1])
-    with autocast():
-        (_, chunk), chunk_peak = fit_block(method, method.encode_text(tok, tm), video_real, (1, chunk),
-                                           settings.block_mb * MiB)
-    pool_cap = max(1, int(settings.pool_mb * MiB // per_video))
-    if pool_cap < chunk:
-        chunk = pool_cap
-    pool_n = min(sizes[-1], (pool_cap // chunk) * chunk)
-    pool = tile_state(video_real, pool_n)
-
-    def make_query(n: int) -> Callable[[], torch.Tensor]:
-        def one_query() -> torch.Tensor:
-            scores = torch.empty(n, dtype=torch.float32)
-            with autocast():
-                text = method.encode_text(tok, tm)
-                for s in range(0, n, chunk):
-                    size = min(chunk, n - s)
-                    off = s % pool_n
-                    scores[s: s + size] = method.score(text, slice_state(pool, slice(off, off + size)))[0].float().cpu()
-            return scores
-        return one_query
-
-    def wall(fn) -> float:
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        return time.perf_counter() - t0
-
-    # the linear model t(N) = text + N x per-video, from two robust probes (min of runs: the machine is shared)
-    def text_only():
-        with autocast():
-            return method.encode_text(tok, tm)
-
-    wall(text_only)
-    t_text = _timed_query(text_only, device=device, min_run_time=min(0.2, settings.latency_min_run_time),
-                          single=False)["min_ms"] / 1e3
-    probe_n = min(chunk, pool_n)
-    probe_text = text_only()
-
-    def score_probe():
-        with autocast():
-            return method.score(probe_text, slice_state(pool, slice(0, probe_n)))
-
-    per_video_probe = min(wall(score_probe) for _ in range(3)) / probe_n  # first run is a warm-up too
-    rows = []
-    budget = settings.max_seconds
-    for n in sizes:
-        predicted = t_text + per_video_probe * n
-        row: dict[str, Any] = {"gallery_size": n, "resident_videos": min(n, pool_n), "chunk": min(chunk, n),
-                               "flops": None}
-        # cost of measuring: warm-up + Timer (block-size estimate + >= 1 block, or one run when slow)
-        single = predicted > settings.latency_min_run_time
-        cost = predicted * 2 if single else predicted + settings.latency_min_run_time * 2
-        if cost > budget:
-            row.update(status="skipped", predicted_ms=predicted * 1e3,
-                       reason=f"predicted {predicted:.3g} s per query (text encoding + N x per-video scoring time "
-                              f"of a {probe_n}-video probe); measuring would take about {cost:.3g} s, over the "
-                              f"{budget:g} s budget (--max-seconds)")
-            log(f"    N={n:>9,}: skipped (predicted {predicted:.3g} s per query)")
-            rows.append(row)
-            continue
-        fn = make_query(n)
-        warm = wall(fn)  # warm-up
-        stats = _timed_query(fn, device=device, min_run_time=settings.latency_min_run_time,
-                             single=warm > settings.latency_min_run_time)
-        row.update(status="measured", **stats)
-        log(f"    N={n:>9,}: {stats['median_ms']:.3f} ms (min {stats['min_ms']:.3f})")
-        rows.append(row)
-    _extrapolate(rows, t_text * 1e3, per_video_probe * 1e3, probe_n)
-    return {
-        "what": "one query: text encoding + chunked scoring against the gallery (scores kept in an [N] vector)",
-        "text_encoding_ms": t_text * 1e3,
-        "per_video_ms_probe": per_video_probe * 1e3,
-        "chunk": chunk,
-        "chunk_tensor_peak_bytes": chunk_peak,
-        "pool_videos": pool_n,
-        "pool_bytes": state_bytes(pool),
-        "video_state_bytes_per_video": per_video,
-        "pool_note": ("galleries larger than the pool cycle over it; the pool is far larger than CPU caches, so "
-                      "memory traffic per video is as for a real gallery"),
-        "threads": torch.get_num_threads(),
-        "by_gallery": rows,
-    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -729,18 +357,18 @@ def train_step_cost(method, shape: PaperShape, batch: int, device) -> dict:
     trainer = Trainer(method, cfg, device=device, ckpt_dir=None, config_hash="efficiency", log=lambda m: None)
     optimizer = build_optimizer(method, cfg["train"])
     scheduler = build_scheduler(optimizer, 10, float(cfg["train"]["warmup_proportion"]))
-    tok, tm = C.dummy_tokens(batch, shape.max_words, method.backbone.tokenizer.eot_token_id, seed=3)
-    frames, vm = C.dummy_frames(batch, shape.max_frames, method.backbone.spec.image_size, seed=3)
+    tok, tm = dummy_tokens(batch, shape.max_words, method.backbone.tokenizer.eot_token_id, seed=3)
+    frames, vm = dummy_frames(batch, shape.max_frames, method.backbone.spec.image_size, seed=3)
     out: dict[str, Any] = {"batch": batch, "precision": "amp (fp16 autocast)" if trainer.amp else "fp32",
                            "what": "one optimisation step of the harness (Trainer._step), second step timed"}
     try:
         trainer._step(tok, tm, frames, vm, optimizer, scheduler)  # warm-up (optimizer state allocated)
-        meter = C.MemoryMeter(device)
+        meter = MemoryMeter(device)
         with meter.measure():
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             trainer._step(tok, tm, frames, vm, optimizer, scheduler)
-            _sync(device)
+            sync(device)
             out["seconds"] = time.perf_counter() - t0
         out["memory"] = meter.as_dict()
         out["memory"]["phase"] = "one training step"
@@ -780,7 +408,7 @@ def measure(method_name: str, shape: PaperShape, backbone, inputs: SharedInputs,
     method = method.to(device).eval()
     autocast, _ = autocast_factory(device, "auto")
 
-    params = C.param_counts(method)
+    params = param_counts(method)
     params["extra_params_analytic"] = cls.info.extra_params
     params["extra_params_note"] = "methods.md's analytic count of the added modules at ViT-B/32, L=32, F=12"
 
@@ -804,7 +432,7 @@ def measure(method_name: str, shape: PaperShape, backbone, inputs: SharedInputs,
     # the protocol's score matrix: the block's intermediates checked against the budget, then the timed pass
     t0 = time.perf_counter()
     chunk, block_peak = fit_block(method, text_real, video_real, chunk, settings.block_mb * MiB)
-    meter = C.MemoryMeter(device)
+    meter = MemoryMeter(device)
     matrix = evaluate_matrix(method, text_real, video_real, n_t=shape.n_queries, n_v=shape.n_videos, chunk=chunk,
                              device=device, max_seconds=settings.max_seconds, autocast=autocast, meter=meter,
                              min_time=settings.latency_min_run_time)
@@ -930,7 +558,7 @@ def run_study(method_names: list[str], dataset_names: list[str], settings: Setti
     from tvr_bench.bench.backbone import build_backbone
     from tvr_bench.bench.records import write_record
 
-    shapes = shapes or PAPER_SHAPES
+    shapes = shapes or paper_shapes()
     device = torch.device(settings.device)
     torch.manual_seed(settings.seed)
     backbone = build_backbone(settings.backbone).to(device).eval()
@@ -970,100 +598,3 @@ def run_study(method_names: list[str], dataset_names: list[str], settings: Setti
 # --------------------------------------------------------------------------------------------------
 
 
-def _si(v: float | None, unit: str = "") -> str:
-    if v is None:
-        return "–"
-    for scale, p in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {p}{unit}".rstrip()
-    return f"{v:.3g} {unit}".rstrip()
-
-
-def _ms(v: float) -> str:
-    if v >= 100:
-        return f"{v:,.0f}"
-    if v >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3f}"
-
-
-def latency_cell(row: dict | None) -> str:
-    if row is None:
-        return "–"
-    if row["status"] == "measured":
-        return _ms(row["median_ms"])
-    return f"≈{_ms(row['extrapolated_ms'])}*"
-
-
-def efficiency_table(records: list[dict], not_applicable: dict[str, str] | None = None) -> str:
-    """Markdown tables (one per dataset) of efficiency records, with their footnotes.
-
-    ``not_applicable`` maps "method/dataset" to the reason a method could not be built at those shapes; it is
-    listed under the dataset's table (no silent gap).
-    """
-    not_applicable = not_applicable or {}
-    by_ds: dict[str, list[dict]] = {}
-    for r in records:
-        if r.get("kind") == "efficiency":
-            by_ds.setdefault(r["dataset"], []).append(r)
-    parts = []
-    order = list(PAPER_SHAPES)
-    for ds, recs in sorted(by_ds.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])):
-        recs = sorted(recs, key=lambda r: r["method"])
-        eff0 = recs[0]["efficiency"]
-        sh = eff0["shape"]
-        sizes = sorted({row["gallery_size"] for r in recs for row in r["efficiency"]["latency"]["by_gallery"]})
-        lat_sizes = [n for n in sizes if n in LATENCY_GALLERIES] or sizes
-        head = ["method", "head params", "analytic extra", "FLOPs text/query", "FLOPs/pair",
-                f"FLOPs/query (N={sh['n_videos']:,})", "FLOPs video/video (offline)",
-                "eval peak MiB", f"eval {sh['n_queries']:,}x{sh['n_videos']:,} s", "≤ 4 GB"]
-        head += [f"lat. ms N={_si(n)}" for n in lat_sizes]
-        head += ["scoring GFLOP/s", "% of dense GEMM"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-        kinds = set()
-        for r in recs:
-            c, e = r["cost"], r["efficiency"]
-            kinds.add(c["memory"]["kind"])
-            rows = {row["gallery_size"]: row for row in e["latency"]["by_gallery"]}
-            m = e["matrix"]
-            tp = e["scoring_throughput"] or {}
-            extra = c["params"].get("extra_params_analytic")
-            cells = [
-                r["method"] + (" (qd)" if e.get("query_dependent") else ""),
-                _si(c["params"]["head"]),
-                "–" if extra is None else _si(extra),
-                _si(c["flops"]["text_per_query"]),
-                _si(c["flops"]["score_per_pair"]),
-                _si(c["flops"]["per_query"]),
-                _si(c["flops"]["video_per_video"]),
-                f"{c['memory']['peak_bytes'] / MiB:,.0f}",
-                f"{m['seconds']:.3g}" + ("*" if m["seconds_is_extrapolated"] else ""),
-                "yes" if c["memory"]["check"]["ok"] else "**no**",
-            ]
-            cells += [latency_cell(rows.get(n)) for n in lat_sizes]
-            cells += [f"{tp.get('flops_per_s', 0) / 1e9:.1f}",
-                      "–" if tp.get("fraction_of_dense") is None else f"{100 * tp['fraction_of_dense']:.0f} %"]
-            lines.append("| " + " | ".join(cells) + " |")
-        dense = eff0.get("dense_matmul") or {}
-        title = (f"**{ds}** — {sh['protocol']}; F={sh['max_frames']}, L={sh['max_words']}; backbone "
-                 f"{recs[0]['config']['backbone']['name']} (random init); device {recs[0]['cost']['device']}.")
-        notes = [
-            "FLOPs: FlopCounterMode, FLOPs = 2·MAC, matmul-like ops only; per query = text + N x per pair; "
-            "video/video is offline (image tower + video head). (qd) = query-dependent scoring.",
-            "Memory: " + ", ".join(sorted(kinds)) + " (cpu_peak_rss = whole-process peak RSS, model and "
-            "libraries included) while computing the full protocol score matrix in bounded blocks; "
-            "≤ 4 GB checks that peak against 4·10⁹ bytes.",
-            "Latency: one query (text encoding + chunked scoring), torch.utils.benchmark.Timer median. "
-            "`≈x*` = not measured: predicted time over the per-measurement budget; extrapolated linearly in N "
-            "(labelled in the record with the reason). Eval time `*` = extrapolated from the blocks done within "
-            "the budget.",
-        ]
-        if dense:
-            notes.append(f"Dense reference: {dense['dtype']} GEMM {dense['n']}x{dense['n']} at "
-                         f"{dense['flops_per_s'] / 1e9:.1f} GFLOP/s ({dense['threads']} threads, same run).")
-        na = sorted((k.split("/")[0], v) for k, v in not_applicable.items() if k.split("/")[-1] == ds)
-        if na:
-            notes.append("Not applicable at these shapes (no record): "
-                         + "; ".join(f"**{m}**: {why}" for m, why in na) + ".")
-        parts.append(title + "\n\n" + "\n".join(lines) + "\n\n" + "\n\n".join(notes))
-    return "\n\n".join(parts) + ("\n" if parts else "")

@@ -691,7 +691,7 @@ def write_report(records: Iterable[dict], md_path: str | os.PathLike, *, publish
     Everything is rendered before anything is written; the PNG is written first so the report never points
     at a missing figure.
     """
-    from tvr_bench.bench.cost.efficiency import efficiency_table
+    from tvr_bench.bench.report.efficiency_table import efficiency_table
     from tvr_bench.bench.report.plot import plot_r1_vs_flops
 
     recs = _prepare(records)
