@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ("tvr-bench", "torch", "torchvision", "open_clip_torch", "av", "numpy", "pandas", "scipy", "datasets", "click")
+PACKAGES = ("tvr-bench", "torch", "torchvision", "open_clip_torch", "av", "numpy", "pandas", "scipy", "click")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

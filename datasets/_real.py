@@ -342,12 +342,3 @@ class RealDataset(DatasetPlugin):
                 "options": dict(self.options), "annotation_files": files}
 
 
-def first_of_each(captions: Iterable[CaptionItem]) -> list[CaptionItem]:
-    """The first caption of every video, in order of first appearance."""
-    seen: set[str] = set()
-    out = []
-    for c in captions:
-        if c.video_id not in seen:
-            seen.add(c.video_id)
-            out.append(c)
-    return out

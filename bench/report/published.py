@@ -160,9 +160,3 @@ def published_for(method: str, dataset: str | None = None, *, include_unverified
     return out
 
 
-def all_published(*, include_unverified: bool = False) -> list[PublishedResult]:
-    return [r for r in PUBLISHED_RESULTS if r.shown or include_unverified]
-
-
-def published_costs_for(method: str) -> list[PublishedCost]:
-    return [c for c in PUBLISHED_COSTS if c.method == method]
