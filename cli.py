@@ -40,8 +40,9 @@ from tvr_bench.bench.cli.data import data  # noqa: E402
 from tvr_bench.bench.cli.efficiency import efficiency  # noqa: E402
 from tvr_bench.bench.cli.listing import list_  # noqa: E402
 from tvr_bench.bench.cli.run import run  # noqa: E402
+from tvr_bench.bench.cli.schema import schema  # noqa: E402
 
-for _command in (run, list_, compare, check, baseline, data, efficiency):
+for _command in (run, list_, compare, check, baseline, data, efficiency, schema):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,62 +4,10 @@ A run record is the only thing the reporting side (``bench compare``, ``bench ch
 reads, so its schema is validated on write *and* on read. ``SCHEMA_VERSION`` is bumped whenever a
 required field changes meaning.
 
-Schema (version 1)
-==================
-
-============================  ===============  ====================================================
-JSON path                     type             meaning / constraint
-============================  ===============  ====================================================
-``schema_version``            int              must equal ``SCHEMA_VERSION`` (1)
-``method``                    str              method name (non-empty)
-``dataset``                   str              dataset name (non-empty)
-``seed``                      int              random seed of the run
-``kind``                      str              ``"run"`` (train + eval), ``"cost"`` (cost only) or
-                                               ``"efficiency"`` (``bench efficiency``: cost at paper
-                                               shapes, no training)
-``metrics``                   dict / null      null only when ``kind`` is ``"cost"``; always null
-                                               when ``kind == "efficiency"``
-``metrics.t2v``               dict             text-to-video results, keys below
-``metrics.v2t``               dict             video-to-text results, keys below
-``metrics.<dir>.R@K``         float            recall (percent) for K in 1, 5, 10: in [0, 100],
-                                               R@1 <= R@5 <= R@10
-``metrics.<dir>.MdR``         float            median rank (1-based), >= 1
-``metrics.<dir>.MnR``         float            mean rank (1-based), >= 1
-``metrics.<dir>.RSum``        float            R@1 + R@5 + R@10 (checked to 1e-6)
-``metrics.last_epoch``        dict, optional   same structure as ``metrics`` (t2v / v2t): results of
-                                               the last epoch when the reported checkpoint is the
-                                               best-on-validation one
-``metrics.*``                 any, optional    free extras, e.g. ``selection`` (str),
-                                               ``conventions`` (dict), ``n_queries`` (int)
-``cost``                      dict             query-time cost, keys below
-``cost.params``               dict             ``total``, ``trainable``, ``head``: ints >= 0,
-                                               trainable <= total
-``cost.flops``                dict             ``text_per_query``, ``score_per_pair``,
-                                               ``per_query``, ``video_per_video``, ``gallery_size``:
-                                               numbers >= 0; optional ``convention`` (str)
-``cost.memory``               dict             ``peak_bytes`` (int >= 0), ``kind`` (one of
-                                               ``cuda_allocated_peak``, ``cpu_peak_rss``)
-``cost.latency_ms``           float / dict     >= 0; a dict maps names (``median``, ``mean``,
-                                               ``p90``, ...) to numbers >= 0
-``cost.device``               str              device the cost was measured on
-``config``                    dict             the full resolved config of the run
-``provenance``                dict             ``git_sha`` (str / null), ``git_dirty``
-                                               (bool / null), ``packages`` (dict name -> version),
-                                               ``device`` (str), ``command`` (str or list of str),
-                                               ``started_at`` / ``finished_at`` (ISO-8601 str)
-``efficiency``                dict             only (and required) when ``kind == "efficiency"``:
-                                               ``latency.by_gallery`` is a non-empty list of
-                                               rows, each with ``gallery_size`` (int > 0) and
-                                               ``status`` ``"measured"`` (with ``median_ms``
-                                               >= 0) or ``"skipped"`` (with a ``reason`` str and
-                                               an ``extrapolated_ms`` >= 0): never a silent gap
-(other top-level keys)        any              allowed, e.g. ``protocol`` (dict; its
-                                               ``fingerprint`` str identifies the evaluation
-                                               protocol), ``timings``, ``dataset_fingerprint``
-============================  ===============  ====================================================
-
-Extra keys are allowed everywhere; only the keys above are checked. Non-finite numbers (NaN, inf)
-are rejected wherever a number is required.
+The schema is the typed model :class:`tvr_bench.bench.record_model.RunRecord` (pydantic); its JSON Schema is
+shipped as ``bench/record.schema.json`` and printed by ``bench schema``. Extra keys are allowed everywhere;
+non-finite numbers are rejected wherever a number is required. A problem is reported with its JSON path
+(e.g. ``metrics.t2v.R@1: Input should be less than or equal to 100 (got 130)``).
 """
 
 from __future__ import annotations
@@ -70,11 +18,11 @@ import numbers
 import os
 import re
 import tempfile
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
 from tvr_bench.bench.errors import RecordError
+from tvr_bench.bench.record_model import SCHEMA_VERSION, record_problems
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -101,7 +49,6 @@ __all__ = [
     "records_to_frame",
 ]
 
-SCHEMA_VERSION = 1
 
 KINDS = ("run", "cost", "efficiency")
 DIRECTIONS = ("t2v", "v2t")
@@ -125,7 +72,6 @@ RECORD_COLUMNS = (
     + ["gallery_size", "memory_peak_bytes", "memory_kind", "latency_ms", "device", "protocol_fingerprint"]
 )
 
-_RSUM_TOL = 1e-6
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,253 +85,6 @@ def _is_int(x: Any) -> bool:
 
 def _is_num(x: Any) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
-
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
-        return str(int(x))
-    return repr(x) if isinstance(x, str) else str(x)
-
-
-def _type_name(x: Any) -> str:
-    return "null" if x is None else type(x).__name__
-
-
-def _check_rank_block(block: Any, path: str, problems: list[str]) -> None:
-    """Validate one ``{"t2v": {...}, "v2t": {...}}`` block (``metrics`` or ``metrics.last_epoch``)."""
-    if not isinstance(block, dict):
-        problems.append(f"{path}: expected an object, got {_type_name(block)}")
-        return
-    for d in DIRECTIONS:
-        p = f"{path}.{d}"
-        sub = block.get(d)
-        if d not in block:
-            problems.append(f"{p}: missing")
-            continue
-        if not isinstance(sub, dict):
-            problems.append(f"{p}: expected an object, got {_type_name(sub)}")
-            continue
-        ok: dict[str, float] = {}
-        for m in RANK_METRICS:
-            if m not in sub:
-                problems.append(f"{p}.{m}: missing")
-                continue
-            v = sub[m]
-            if not _is_num(v):
-                problems.append(f"{p}.{m}: expected a finite number, got {_fmt(v)} ({_type_name(v)})")
-                continue
-            v = float(v)
-            if m in RECALL_KEYS and not 0.0 <= v <= 100.0:
-                problems.append(f"{p}.{m}: {_fmt(v)} not in [0, 100]")
-                continue
-            if m in ("MdR", "MnR") and v < 1.0:
-                problems.append(f"{p}.{m}: {_fmt(v)} < 1 (ranks are 1-based)")
-                continue
-            ok[m] = v
-        if all(k in ok for k in RECALL_KEYS):
-            r1, r5, r10 = (ok[k] for k in RECALL_KEYS)
-            if not r1 <= r5 <= r10:
-                problems.append(
-                    f"{p}: recalls not monotone: R@1={_fmt(r1)}, R@5={_fmt(r5)}, R@10={_fmt(r10)} "
-                    "(need R@1 <= R@5 <= R@10)"
-                )
-            if "RSum" in ok and abs(ok["RSum"] - (r1 + r5 + r10)) > _RSUM_TOL:
-                problems.append(f"{p}.RSum: {_fmt(ok['RSum'])} != R@1+R@5+R@10 = {_fmt(r1 + r5 + r10)}")
-
-
-def _check_cost(cost: Any, problems: list[str]) -> None:
-    if not isinstance(cost, dict):
-        problems.append(f"cost: expected an object, got {_type_name(cost)}")
-        return
-    # params
-    params = cost.get("params")
-    if "params" not in cost:
-        problems.append("cost.params: missing")
-    elif not isinstance(params, dict):
-        problems.append(f"cost.params: expected an object, got {_type_name(params)}")
-    else:
-        for k in PARAM_KEYS:
-            v = params.get(k)
-            if k not in params:
-                problems.append(f"cost.params.{k}: missing")
-            elif not _is_int(v) or v < 0:
-                problems.append(f"cost.params.{k}: expected an integer >= 0, got {_fmt(v)} ({_type_name(v)})")
-        t, tr = params.get("total"), params.get("trainable")
-        if _is_int(t) and _is_int(tr) and tr > t:
-            problems.append(f"cost.params.trainable: {tr} > total {t}")
-    # flops
-    flops = cost.get("flops")
-    if "flops" not in cost:
-        problems.append("cost.flops: missing")
-    elif not isinstance(flops, dict):
-        problems.append(f"cost.flops: expected an object, got {_type_name(flops)}")
-    else:
-        for k in FLOPS_KEYS:
-            v = flops.get(k)
-            if k not in flops:
-                problems.append(f"cost.flops.{k}: missing")
-            elif not _is_num(v) or v < 0:
-                problems.append(f"cost.flops.{k}: expected a number >= 0, got {_fmt(v)} ({_type_name(v)})")
-        if "convention" in flops and not isinstance(flops["convention"], str):
-            problems.append(f"cost.flops.convention: expected a string, got {_type_name(flops['convention'])}")
-    # memory
-    mem = cost.get("memory")
-    if "memory" not in cost:
-        problems.append("cost.memory: missing")
-    elif not isinstance(mem, dict):
-        problems.append(f"cost.memory: expected an object, got {_type_name(mem)}")
-    else:
-        pb = mem.get("peak_bytes")
-        if "peak_bytes" not in mem:
-            problems.append("cost.memory.peak_bytes: missing")
-        elif not _is_int(pb) or pb < 0:
-            problems.append(f"cost.memory.peak_bytes: expected an integer >= 0, got {_fmt(pb)} ({_type_name(pb)})")
-        kind = mem.get("kind")
-        if "kind" not in mem:
-            problems.append("cost.memory.kind: missing")
-        elif kind not in MEMORY_KINDS:
-            problems.append(f"cost.memory.kind: {_fmt(kind)} not one of {', '.join(MEMORY_KINDS)}")
-    # latency
-    lat = cost.get("latency_ms")
-    if "latency_ms" not in cost:
-        problems.append("cost.latency_ms: missing")
-    elif isinstance(lat, dict):
-        if not lat:
-            problems.append("cost.latency_ms: empty object")
-        for k, v in lat.items():
-            if isinstance(v, (dict, list, str)) or v is None:
-                continue  # free-form extras (e.g. "n_repeats", "samples") are allowed
-            if not _is_num(v) or v < 0:
-                problems.append(f"cost.latency_ms.{k}: expected a number >= 0, got {_fmt(v)}")
-    elif not _is_num(lat) or lat < 0:
-        problems.append(f"cost.latency_ms: expected a number >= 0 or an object, got {_fmt(lat)} ({_type_name(lat)})")
-    # device
-    dev = cost.get("device")
-    if "device" not in cost:
-        problems.append("cost.device: missing")
-    elif not isinstance(dev, str) or not dev:
-        problems.append(f"cost.device: expected a non-empty string, got {_fmt(dev)} ({_type_name(dev)})")
-
-
-def _check_iso(v: Any, path: str, problems: list[str]) -> None:
-    if not isinstance(v, str):
-        problems.append(f"{path}: expected an ISO-8601 string, got {_type_name(v)}")
-        return
-    try:
-        datetime.fromisoformat(v)
-    except ValueError:
-        problems.append(f"{path}: {v!r} is not an ISO-8601 timestamp")
-
-
-def _check_provenance(prov: Any, problems: list[str]) -> None:
-    if not isinstance(prov, dict):
-        problems.append(f"provenance: expected an object, got {_type_name(prov)}")
-        return
-    for k in PROVENANCE_KEYS:
-        if k not in prov:
-            problems.append(f"provenance.{k}: missing")
-    if "git_sha" in prov and not (prov["git_sha"] is None or isinstance(prov["git_sha"], str)):
-        problems.append(f"provenance.git_sha: expected a string or null, got {_type_name(prov['git_sha'])}")
-    if "git_dirty" in prov and not (prov["git_dirty"] is None or isinstance(prov["git_dirty"], bool)):
-        problems.append(f"provenance.git_dirty: expected a boolean or null, got {_type_name(prov['git_dirty'])}")
-    if "packages" in prov and not isinstance(prov["packages"], dict):
-        problems.append(f"provenance.packages: expected an object, got {_type_name(prov['packages'])}")
-    if "device" in prov and not isinstance(prov["device"], str):
-        problems.append(f"provenance.device: expected a string, got {_type_name(prov['device'])}")
-    if "command" in prov:
-        c = prov["command"]
-        if not (isinstance(c, str) or (isinstance(c, list) and all(isinstance(x, str) for x in c))):
-            problems.append(f"provenance.command: expected a string or a list of strings, got {_type_name(c)}")
-    for k in ("started_at", "finished_at"):
-        if k in prov:
-            _check_iso(prov[k], f"provenance.{k}", problems)
-
-
-def _check_efficiency(eff: Any, present: bool, problems: list[str]) -> None:
-    """The part of an efficiency record that makes a gap visible: every latency size measured or skipped."""
-    if not present:
-        problems.append("efficiency: missing")
-        return
-    if not isinstance(eff, dict):
-        problems.append(f"efficiency: expected an object, got {_type_name(eff)}")
-        return
-    lat = eff.get("latency")
-    rows = lat.get("by_gallery") if isinstance(lat, dict) else None
-    if not isinstance(rows, list) or not rows:
-        problems.append("efficiency.latency.by_gallery: expected a non-empty list")
-        return
-    for i, row in enumerate(rows):
-        p = f"efficiency.latency.by_gallery[{i}]"
-        if not isinstance(row, dict):
-            problems.append(f"{p}: expected an object, got {_type_name(row)}")
-            continue
-        n = row.get("gallery_size")
-        if not _is_int(n) or n <= 0:
-            problems.append(f"{p}.gallery_size: expected an integer > 0, got {_fmt(n)}")
-        status = row.get("status")
-        if status == "measured":
-            v = row.get("median_ms")
-            if not _is_num(v) or v < 0:
-                problems.append(f"{p}.median_ms: expected a number >= 0, got {_fmt(v)}")
-        elif status == "skipped":
-            if not isinstance(row.get("reason"), str) or not row["reason"].strip():
-                problems.append(f"{p}.reason: a skipped size must say why")
-            v = row.get("extrapolated_ms")
-            if not _is_num(v) or v < 0:
-                problems.append(f"{p}.extrapolated_ms: expected a number >= 0, got {_fmt(v)}")
-        else:
-            problems.append(f"{p}.status: {_fmt(status)} not one of measured, skipped")
-
-
-def record_problems(rec: Any) -> list[str]:
-    """Every schema problem of ``rec``, each prefixed with its JSON path; ``[]`` when valid."""
-    if not isinstance(rec, dict):
-        return [f"(record): expected a JSON object, got {_type_name(rec)}"]
-    problems: list[str] = []
-    for k in REQUIRED_TOP:
-        if k not in rec:
-            problems.append(f"{k}: missing")
-    sv = rec.get("schema_version")
-    if "schema_version" in rec and (not _is_int(sv) or sv != SCHEMA_VERSION):
-        problems.append(f"schema_version: {_fmt(sv)} is not the supported version {SCHEMA_VERSION}")
-    for k in ("method", "dataset"):
-        if k in rec and (not isinstance(rec[k], str) or not rec[k].strip()):
-            problems.append(f"{k}: expected a non-empty string, got {_fmt(rec[k])} ({_type_name(rec[k])})")
-    if "seed" in rec and not _is_int(rec["seed"]):
-        problems.append(f"seed: expected an integer, got {_fmt(rec['seed'])} ({_type_name(rec['seed'])})")
-    kind = rec.get("kind")
-    if "kind" in rec and kind not in KINDS:
-        problems.append(f"kind: {_fmt(kind)} not one of {', '.join(KINDS)}")
-    if "metrics" in rec:
-        m = rec["metrics"]
-        if m is None:
-            if kind not in ("cost", "efficiency"):
-                problems.append('metrics: null is only allowed when kind is "cost" or "efficiency"')
-        elif kind == "efficiency":
-            problems.append("metrics: must be null when kind is \"efficiency\" (cost only, no training)")
-        else:
-            _check_rank_block(m, "metrics", problems)
-            if isinstance(m, dict) and "last_epoch" in m and m["last_epoch"] is not None:
-                _check_rank_block(m["last_epoch"], "metrics.last_epoch", problems)
-            if isinstance(m, dict) and "selection" in m and not isinstance(m["selection"], str):
-                problems.append(f"metrics.selection: expected a string, got {_type_name(m['selection'])}")
-            if isinstance(m, dict) and "conventions" in m and not isinstance(m["conventions"], dict):
-                problems.append(f"metrics.conventions: expected an object, got {_type_name(m['conventions'])}")
-    if "cost" in rec:
-        _check_cost(rec["cost"], problems)
-    if kind == "efficiency":
-        _check_efficiency(rec.get("efficiency"), "efficiency" in rec, problems)
-    if "config" in rec and not isinstance(rec["config"], dict):
-        problems.append(f"config: expected an object, got {_type_name(rec['config'])}")
-    if "provenance" in rec:
-        _check_provenance(rec["provenance"], problems)
-    if "protocol" in rec:
-        proto = rec["protocol"]
-        if not isinstance(proto, dict):
-            problems.append(f"protocol: expected an object, got {_type_name(proto)}")
-        elif "fingerprint" in proto and not isinstance(proto["fingerprint"], str):
-            problems.append(f"protocol.fingerprint: expected a string, got {_type_name(proto['fingerprint'])}")
-    return problems
 
 
 def record_label(rec: Any) -> str:
@@ -494,11 +193,11 @@ def write_record(rec: dict, out_dir: str | os.PathLike) -> Path:
     On a validation or serialisation error nothing is written. An existing record for the same
     (method, dataset, seed) is replaced.
     """
-    validate_record(rec)
     try:
         text = json.dumps(rec, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
     except (TypeError, ValueError) as e:
         raise RecordError(f"run record {record_label(rec)} cannot be written as JSON: {e}") from e
+    validate_record(json.loads(text))  # what goes to disk (numpy scalars become JSON numbers)
     out = Path(out_dir) / record_filename(rec["method"], rec["dataset"], rec["seed"])
     return atomic_write_text(out, text)
 

@@ -1,0 +1,233 @@
+"""The run record as a typed model (pydantic): the one definition of the schema.
+
+``bench/records.py`` validates every record with it on write and on read, and ``bench schema`` writes its JSON
+Schema (also shipped as ``bench/record.schema.json``), so tools outside Python can validate records too.
+Extra keys are allowed everywhere (``extra="allow"``): only the keys below are checked. Numbers must be finite.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator,
+                      model_validator)
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
+
+# strict types: "60" is not a number, True is not an integer; NaN and inf are refused (allow_inf_nan=False)
+Num = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # strict floats accept ints, not "60"
+NonNegNum = Annotated[Num, Field(ge=0)]
+NonNegInt = Annotated[StrictInt, Field(ge=0)]
+Percent = Annotated[Num, Field(ge=0, le=100)]
+Rank = Annotated[Num, Field(ge=1, description="1-based rank")]
+NonEmpty = Annotated[StrictStr, Field(min_length=1, pattern=r"\S")]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class RankBlock(_Open):
+    """Retrieval metrics of one direction (percent recalls, 1-based ranks)."""
+
+    R1: Percent = Field(alias="R@1")
+    R5: Percent = Field(alias="R@5")
+    R10: Percent = Field(alias="R@10")
+    MdR: Rank
+    MnR: Rank
+    RSum: Num = Field(description="R@1 + R@5 + R@10 (checked to 1e-6)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RankBlock":
+        if not self.R1 <= self.R5 <= self.R10:
+            raise ValueError(f"recalls not monotone: R@1={self.R1:g}, R@5={self.R5:g}, R@10={self.R10:g} "
+                             "(need R@1 <= R@5 <= R@10)")
+        if abs(self.RSum - (self.R1 + self.R5 + self.R10)) > 1e-6:
+            raise ValueError(f"RSum {self.RSum:g} != R@1+R@5+R@10 = {self.R1 + self.R5 + self.R10:g}")
+        return self
+
+
+class Directions(_Open):
+    t2v: RankBlock
+    v2t: RankBlock
+
+
+class Metrics(Directions):
+    last_epoch: Optional[Directions] = None
+    selection: Optional[StrictStr] = None
+    conventions: Optional[dict[str, Any]] = None
+
+
+class Params(_Open):
+    total: NonNegInt
+    trainable: NonNegInt
+    head: NonNegInt
+
+    @model_validator(mode="after")
+    def _trainable_le_total(self) -> "Params":
+        if self.trainable > self.total:
+            raise ValueError(f"trainable {self.trainable} > total {self.total}")
+        return self
+
+
+class Flops(_Open):
+    text_per_query: NonNegNum
+    score_per_pair: NonNegNum
+    per_query: NonNegNum
+    video_per_video: NonNegNum
+    gallery_size: NonNegNum
+    convention: Optional[StrictStr] = None
+
+
+class Memory(_Open):
+    peak_bytes: NonNegInt
+    kind: Literal["cuda_allocated_peak", "cpu_peak_rss"]
+
+
+class Latency(_Open):
+    """Named latency figures in ms (median, iqr, ...); other extras (counts, sizes, notes) are free."""
+
+    @model_validator(mode="after")
+    def _numbers_non_negative(self) -> "Latency":
+        extras = self.model_extra or {}
+        if not extras:
+            raise ValueError("empty object")
+        for k, v in extras.items():
+            if isinstance(v, (dict, list, str)) or v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0 or v in (float("inf"),):
+                raise ValueError(f"{k}: expected a number >= 0, got {v!r}")
+        return self
+
+
+class Cost(_Open):
+    params: Params
+    flops: Flops
+    memory: Memory
+    latency_ms: Union[NonNegNum, dict[str, Any]] = Field(description="ms; a number or named figures (Latency)")
+    device: NonEmpty
+
+    @field_validator("latency_ms")
+    @classmethod
+    def _latency(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            Latency.model_validate(v)
+        return v
+
+
+class Provenance(_Open):
+    git_sha: Optional[StrictStr]
+    git_dirty: Optional[StrictBool]
+    packages: dict[str, Any]
+    device: StrictStr
+    command: Union[StrictStr, list[StrictStr]]
+    started_at: datetime
+    finished_at: datetime
+
+
+class Protocol(_Open):
+    fingerprint: Optional[StrictStr] = None
+
+
+class LatencyRow(_Open):
+    gallery_size: Annotated[StrictInt, Field(gt=0)]
+    status: Literal["measured", "skipped"]
+    median_ms: Optional[NonNegNum] = None
+    extrapolated_ms: Optional[NonNegNum] = None
+    reason: Optional[StrictStr] = None
+
+    @model_validator(mode="after")
+    def _no_silent_gap(self) -> "LatencyRow":
+        if self.status == "measured" and self.median_ms is None:
+            raise ValueError("a measured size needs median_ms")
+        if self.status == "skipped" and (not (self.reason or "").strip() or self.extrapolated_ms is None):
+            raise ValueError("a skipped size must say why (reason) and give extrapolated_ms")
+        return self
+
+
+class EfficiencyLatency(_Open):
+    by_gallery: Annotated[list[LatencyRow], Field(min_length=1)]
+
+
+class Efficiency(_Open):
+    latency: EfficiencyLatency
+
+
+class RunRecord(_Open):
+    """One JSON file per (method, dataset, seed): metrics, cost, config and provenance of one run."""
+
+    schema_version: Literal[1]
+    method: NonEmpty
+    dataset: NonEmpty
+    seed: StrictInt
+    kind: Literal["run", "cost", "efficiency"]
+    metrics: Optional[Metrics]
+    cost: Cost
+    config: dict[str, Any]
+    provenance: Provenance
+    protocol: Optional[Protocol] = None
+    efficiency: Optional[Efficiency] = None
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> "RunRecord":
+        if self.metrics is None and self.kind == "run":
+            raise ValueError('metrics: null is only allowed when kind is "cost" or "efficiency"')
+        if self.kind == "efficiency":
+            if self.metrics is not None:
+                raise ValueError('metrics: must be null when kind is "efficiency" (cost only, no training)')
+            if self.efficiency is None:
+                raise ValueError("efficiency: missing (required when kind is \"efficiency\")")
+        return self
+
+
+def _loc(loc: tuple) -> str:
+    parts = []
+    for p in loc:
+        if isinstance(p, int):
+            parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
+        elif p in ("function-after[_consistent()]",) or str(p).startswith(("function-", "union[", "json-or-python")):
+            continue
+        elif str(p) in ("float", "constrained-float", "str", "list[str]", "dict[str,any]"):
+            continue  # union member tags
+        else:
+            parts.append(str(p))
+    return ".".join(parts) or "(record)"
+
+
+def record_problems(rec: Any) -> list[str]:
+    """Every schema problem of ``rec`` as ``json.path: message``; ``[]`` when valid."""
+    if not isinstance(rec, dict):
+        return [f"(record): expected a JSON object, got {'null' if rec is None else type(rec).__name__}"]
+    try:
+        RunRecord.model_validate(rec)
+    except ValidationError as exc:
+        out, seen = [], set()
+        for err in exc.errors(include_url=False):
+            path = _loc(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "missing":
+                msg = "missing"
+            elif "input" in err and err["type"] not in ("value_error",):
+                msg = f"{msg} (got {err['input']!r})"
+            line = msg if path == "(record)" and ": " in msg else f"{path}: {msg}"
+            if path not in seen:  # a union reports one error per member; keep the first per path
+                seen.add(path)
+                out.append(line)
+        return out
+    return []
+
+
+def json_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of a run record, generated from :class:`RunRecord`."""
+    schema = RunRecord.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://tvr-bench/record.schema.json"
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=1, sort_keys=True) + "\n"
