@@ -132,6 +132,14 @@ class GLCCL(XCLIP):
         f_hat = l2norm(glim_pool(text["words"], z, opts["glim_temperature"], fmask))
         return self._multigrained(text, v_hat, f_hat, text["text_mask"].bool()[:, None, :])
 
+    def score_pair_bytes(self, itemsize: int = 4) -> int:
+        if not self.options["text_guided"]:
+            return super().score_pair_bytes(itemsize)
+        n_l, n_f = self.max_words, self.max_frames
+        # Gram path: the (2L+2) x F product block (and its re-layout), L x F softmax weights and their Gram
+        # product, then the L x L frame-word matrix with the AOSM pools' copies
+        return itemsize * (2 * (2 * n_l + 2) * n_f + 4 * n_l * n_f + 6 * n_l * n_l)
+
     def extra_losses(self, logits, parts):
         w = float(self.options["csc_weight"])
         if w == 0.0:

@@ -103,5 +103,9 @@ class XCLIP(RetrievalMethod):
     def score_with_parts(self, text: State, video: State):
         return self._multigrained(text, video["v_hat"], video["f_hat"], video["video_mask"].bool()[None])
 
+    def score_pair_bytes(self, itemsize: int = 4) -> int:
+        # the [t,v,L,F] frame-word matrix and the AOSM pools' softmax/mix/product copies of it
+        return itemsize * (8 * self.max_words * self.max_frames + 4 * (self.max_words + self.max_frames))
+
     def head_modules(self):
         return [self.temporal, self.scores]
