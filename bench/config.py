@@ -52,7 +52,9 @@ HARNESS_DEFAULTS: dict[str, Any] = {
         "max_steps": None,  # cap on optimisation steps (debugging); None = epochs x steps per epoch
         "log_every": 10,
     },
-    "eval": {"batch_size": 64, "chunk_size": 256, "tie_policy": "pessimistic"},
+    # chunk_size None: the scoring block is sized from memory_budget (bytes or '2GB'; None = 2 GiB on CPU, a
+    # quarter of free GPU memory on CUDA) and the method's score_pair_bytes; an int forces that block side
+    "eval": {"batch_size": 64, "chunk_size": None, "memory_budget": None, "tie_policy": "pessimistic"},
     "cost": {
         "enabled": True,
         "flops_block": [4, 8],  # (texts, videos) of the block whose FLOPs are divided per pair
@@ -191,9 +193,14 @@ def validate_config(cfg: dict) -> None:
         raise ConfigError(f"data.text_overflow must be 'error' or 'truncate', got {d['text_overflow']!r}")
     for key, section in (("data.max_frames", d["max_frames"]), ("data.max_words", d["max_words"]),
                          ("train.epochs", t["epochs"]), ("train.batch_size", t["batch_size"]),
-                         ("eval.batch_size", e["batch_size"]), ("eval.chunk_size", e["chunk_size"])):
+                         ("eval.batch_size", e["batch_size"]),
+                         *((("eval.chunk_size", e["chunk_size"]),) if e["chunk_size"] is not None else ())):
         if not isinstance(section, int) or isinstance(section, bool) or section < 1:
             raise ConfigError(f"{key} must be a positive integer, got {section!r}")
+    if e["memory_budget"] is not None:
+        from tvr_bench.bench.evaluate import parse_bytes  # raises ConfigError naming the value
+
+        parse_bytes(e["memory_budget"])
     if d["max_words"] < 3:
         raise ConfigError("data.max_words must be >= 3 ([SOT], one token, [EOT])")
     if t["select_on"] == "test":

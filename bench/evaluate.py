@@ -1,8 +1,9 @@
-"""Evaluation: encode the gallery once (video side cached), encode the queries, score in bounded chunks, rank.
+"""Evaluation: encode the gallery once (video side cached), encode the queries, score in bounded blocks, rank.
 
-The similarity matrix is assembled block by block: each (text chunk, video chunk) block goes through the
-method's ``score`` so per-pair intermediates (GLCCL's [N_t, N_v, L, D] word-guided features, for instance)
-never exceed ``chunk_size`` texts x ``chunk_size`` videos, whatever the gallery size.
+The similarity matrix is assembled block by block: each (text block, video block) goes through the method's
+``score``, so per-pair intermediates never exceed one block whatever the gallery size. The block side comes
+from ``eval.memory_budget`` and the method's ``score_pair_bytes`` (the largest square block whose
+intermediates fit); ``eval.chunk_size``, when set, overrides it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,62 @@ from torch.utils.data import DataLoader
 from tvr_bench.bench import metrics as M
 from tvr_bench.bench.api.state import State, concat_states, slice_state, state_to
 from tvr_bench.bench.data.pipeline import FrameStore, TokenizedCaptions, VideoDataset
+from tvr_bench.bench.errors import ConfigError
+
+#: default scoring budgets: CPU a fixed 2 GiB (a laptop-safe share of RAM); CUDA a quarter of the free memory
+CPU_DEFAULT_BUDGET = 2 << 30
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def parse_bytes(value) -> int:
+    """A byte count from an int or a string such as '2GB', '512MiB', '1.5 GiB' (units case-insensitive)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"eval.memory_budget must be bytes or a size like '2GB', got {value!r}")
+    if isinstance(value, (int, float)):
+        n = value
+    elif isinstance(value, str):
+        text = value.strip().upper().replace(" ", "")
+        digits = text.rstrip("KMGIB")
+        unit = text[len(digits):]
+        if unit not in _UNITS:
+            raise ConfigError(f"eval.memory_budget: unknown unit in {value!r} (use B, KB, MB, GB, KiB, MiB, GiB)")
+        try:
+            n = float(digits) * _UNITS[unit]
+        except ValueError:
+            raise ConfigError(f"eval.memory_budget must be bytes or a size like '2GB', got {value!r}") from None
+    else:
+        raise ConfigError(f"eval.memory_budget must be bytes or a size like '2GB', got {value!r}")
+    if not n >= 1:
+        raise ConfigError(f"eval.memory_budget must be positive, got {value!r}")
+    return int(n)
+
+
+def default_budget(device) -> int:
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 4
+    return CPU_DEFAULT_BUDGET
+
+
+def block_side(method, *, memory_budget=None, chunk_size: int | None = None, device="cpu",
+               itemsize: int = 4, limit: int | None = None) -> int:
+    """Side of the square scoring block: ``chunk_size`` if given, else the largest that fits the budget."""
+    if chunk_size is not None:
+        return int(chunk_size)
+    budget = default_budget(device) if memory_budget is None else parse_bytes(memory_budget)
+    side = max(1, math.isqrt(budget // max(1, int(method.score_pair_bytes(itemsize)))))
+    return side if limit is None else max(1, min(side, limit))
+
+
+def rows_block(method, n_rows: int, *, memory_budget=None, chunk_size: int | None = None, device="cpu",
+               itemsize: int = 4) -> int:
+    """Videos per block when ``n_rows`` texts are scored at once (query latency: one text)."""
+    if chunk_size is not None:
+        return int(chunk_size)
+    budget = default_budget(device) if memory_budget is None else parse_bytes(memory_budget)
+    return max(1, budget // (max(1, n_rows) * max(1, int(method.score_pair_bytes(itemsize)))))
+
 
 @torch.no_grad()
 def encode_videos(method, store: FrameStore, split, batch_size: int, device, autocast) -> State:
@@ -73,11 +130,14 @@ def streamed_similarity(method, captions: TokenizedCaptions, video: State, *, ba
 
 
 def evaluate_split(method, split, store: FrameStore, captions: TokenizedCaptions, *, batch_size: int,
-                   chunk_size: int, tie_policy: str, device, autocast) -> dict:
+                   chunk_size: int | None, tie_policy: str, device, autocast, memory_budget=None) -> dict:
     was_training = method.training
     method.eval()
     try:
         video = encode_videos(method, store, split, batch_size, device, autocast)
+        n_v = next(iter(video.values())).shape[0]
+        chunk_size = block_side(method, memory_budget=memory_budget, chunk_size=chunk_size, device=device,
+                                limit=max(n_v, captions.tokens.shape[0]))
         sim = streamed_similarity(method, captions, video, batch_size=batch_size, chunk_size=chunk_size,
                                   device=device, autocast=autocast)
     finally:

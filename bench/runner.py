@@ -22,7 +22,7 @@ from tvr_bench.bench.backbone import build_backbone
 from tvr_bench.bench.config import resolve_config
 from tvr_bench.bench.data.pipeline import DecodedClips, FrameStore, PairDataset, preflight_videos, tokenize_captions
 from tvr_bench.bench.errors import ConfigError
-from tvr_bench.bench.evaluate import encode_videos, evaluate_split
+from tvr_bench.bench.evaluate import encode_videos, evaluate_split, rows_block
 from tvr_bench.bench.data.frame_cache import FrameCache, Preprocessor
 from tvr_bench.bench.records import SCHEMA_VERSION, record_exists, record_filename, write_record
 from tvr_bench.bench.registry import DATASETS, METHODS
@@ -130,7 +130,7 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     def evaluate(split_name: str) -> dict:
         return evaluate_split(method, splits[split_name], stores[split_name], tokens[split_name],
                               batch_size=e["batch_size"], chunk_size=e["chunk_size"], tie_policy=e["tie_policy"],
-                              device=dev, autocast=autocast)
+                              device=dev, autocast=autocast, memory_budget=e["memory_budget"])
 
     run_name = record_filename(method_name, dataset_name, seed)[: -len(".json")]
     ckpt_dir = out_dir / "checkpoints" / run_name
@@ -169,7 +169,8 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     flops = C.flop_profile(method, max_words=d["max_words"], max_frames=d["max_frames"],
                            gallery_size=len(test.videos), block=tuple(cfg["cost"]["flops_block"]), device=dev)
     gallery_state = encode_videos(method, stores[dataset.test_split], test, e["batch_size"], dev, autocast)
-    latency = C.query_latency(method, gallery_state, max_words=d["max_words"], chunk_size=e["chunk_size"],
+    latency_chunk = rows_block(method, 1, memory_budget=e["memory_budget"], chunk_size=e["chunk_size"], device=dev)
+    latency = C.query_latency(method, gallery_state, max_words=d["max_words"], chunk_size=latency_chunk,
                               device=dev, autocast=autocast, min_run_time=cfg["cost"]["latency_min_run_time"])
     timings["cost_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start

@@ -5,7 +5,7 @@ same; only the video side differs. X-CLIP feeds a text-agnostic video vector ``v
 frames ``f [N_v, M, D]`` (M = F); GLCCL feeds text-conditioned ones, ``v [N_t, N_v, D]`` and
 ``f [N_t, N_v, M, D]`` (M = L word-guided features). ``multigrained_scores`` accepts both forms.
 
-Notation follows ../shared/docs/methods.md §2.5: sigma_x(.) = softmax over x of (.)/T with T = 0.01, and
+Notation follows docs/methods.md §2.5: sigma_x(.) = softmax over x of (.)/T with T = 0.01, and
 "(p·R)[x]" = sum_x' p[x'] R[x', x]. All four scores are multiplied by the logit scale kappa.
 """
 
@@ -73,19 +73,38 @@ def multigrained_scores(
     [N_t, N_v, M]) are used only by the masked variant; None = the official unmasked computation.
     """
     conditioned = v_hat.dim() == 3
-    wm = None if word_mask is None else word_mask.bool()
-    fm = None if feat_mask is None else feat_mask.bool()
-
     # 1. video-sentence
     s_vs = torch.einsum("td,tvd->tv", t_g, v_hat) if conditioned else t_g @ v_hat.t()
     # 2. video-word: a[t,v,l] = <w_l, v>
     a = torch.einsum("tld,tvd->tvl", w_hat, v_hat) if conditioned else torch.einsum("tld,vd->tvl", w_hat, v_hat)
-    s_vw = _pool(a, -1, weights.word_logit_weight, temp, None if wm is None else wm[:, None, :])
     # 3. sentence-frame: c[t,v,m] = <t, f_m>
     c = torch.einsum("td,tvmd->tvm", t_hat, f_hat) if conditioned else torch.einsum("td,vmd->tvm", t_hat, f_hat)
-    s_sf = _pool(c, -1, weights.frame_logit_weight, temp, fm)
-    # 4. frame-word: M[t,v,l,m] = <w_l A_l, f_m>, two-stage bidirectional AOSM
+    # 4. frame-word: M[t,v,l,m] = <w_l A_l, f_m>
     m = torch.einsum("tld,tvmd->tvlm", w_l, f_hat) if conditioned else torch.einsum("tld,vmd->tvlm", w_l, f_hat)
+    return aosm_scores(s_vs=s_vs, a=a, c=c, m=m, weights=weights, kappa=kappa, temp=temp,
+                       word_mask=word_mask, feat_mask=feat_mask)
+
+
+def aosm_scores(
+    *,
+    s_vs: torch.Tensor,
+    a: torch.Tensor,
+    c: torch.Tensor,
+    m: torch.Tensor,
+    weights: MultiGrainedWeights,
+    kappa: torch.Tensor,
+    temp: float = 0.01,
+    word_mask: torch.Tensor | None = None,
+    feat_mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The four kappa-scaled scores from the similarity tensors: s_vs [t,v], a = <w_l, v> [t,v,L],
+    c = <t, f_m> [t,v,M], m = <w_l A_l, f_m> [t,v,L,M]. Callers that can form these without the
+    per-pair features (GLCCL's Gram path) enter here; masks as in ``multigrained_scores``."""
+    wm = None if word_mask is None else word_mask.bool()
+    fm = None if feat_mask is None else feat_mask.bool()
+    s_vw = _pool(a, -1, weights.word_logit_weight, temp, None if wm is None else wm[:, None, :])
+    s_sf = _pool(c, -1, weights.frame_logit_weight, temp, fm)
+    # two-stage bidirectional AOSM over M
     m_words = None if wm is None else wm[:, None, :, None]
     m_feats = None if fm is None else fm.unsqueeze(-2)
     r = _pool(m, -2, weights.word_mat_weight, temp, m_words)  # [t,v,m] one value per feature

@@ -195,6 +195,9 @@ class DRL(RetrievalMethod):
         return cross_correlation_penalty((c1 + c2) / 2, float(self.options["cdcr_alpha1"]),
                                          float(self.options["cdcr_alpha2"]))
 
+    def score_pair_bytes(self, itemsize: int = 4) -> int:
+        return 4 * itemsize * self.max_words * self.max_frames  # the L x F token similarities and their maxima
+
     def head_modules(self):
         mods: list[nn.Module] = [self.temporal]
         if self.options["interaction"] == "wti":

@@ -1,6 +1,6 @@
 """GLCCL: Global-Local Contrastive Consistency Learning (official code: JingXiaolun/GLCCL, an X-CLIP fork).
 
-Faithful to the official computation (../shared/docs/methods.md §2):
+Faithful to the official computation (docs/methods.md §2):
 - seqTransf temporal encoder on CLIP frames (Z~ = T4(Z + P) + Z);
 - GLIM, no learnable parameters: g(q, Z~_j) = sum_f softmax_f(<q, z~_jf>/5) z~_jf on *raw* (unnormalised)
   features; global branch q = [EOT] feature t_i (one video vector per pair), local branch q = every token
@@ -24,6 +24,7 @@ from tvr_bench.bench.api.metadata import MethodInfo
 from tvr_bench.bench.registry import register_method
 
 from tvr_bench.bench.api.method import State, l2norm
+from tvr_bench.methods._glim_gram import glim_gram_similarities
 from tvr_bench.methods._multigrained import MultiGrainedWeights
 from tvr_bench.methods.xclip import XCLIP
 
@@ -112,13 +113,32 @@ class GLCCL(XCLIP):
     def score_with_parts(self, text: State, video: State):
         if not self.options["text_guided"]:
             return super().score_with_parts(text, video)
+        # exact Gram-matrix form (methods/_glim_gram.py): no per-pair L x D word-guided features
+        opts = self.options
+        sims = glim_gram_similarities(
+            sentence=text["sentence"], words=text["words"], t_g=text["t_g"], w_l=text["w_l"],
+            frames=video["frames_tilde"], temperature=opts["glim_temperature"],
+            frame_mask=video["video_mask"] if opts["mask_padding"] else None)
+        # the fine axis is the word-guided features, so its mask (masked variant only) is the word mask
+        return self._aosm_from_similarities(text, sims, text["text_mask"].bool()[:, None, :])
+
+    def score_direct(self, text: State, video: State):
+        """The same scores as the official code forms them: GLIM's [N_t, N_v, L, D] features, normalised,
+        then X-CLIP's four scores. Kept as the reference the Gram path is tested and benchmarked against."""
         opts = self.options
         z = video["frames_tilde"]
         fmask = video["video_mask"] if opts["mask_padding"] else None
         v_hat = l2norm(glim_pool(text["sentence"], z, opts["glim_temperature"], fmask))
         f_hat = l2norm(glim_pool(text["words"], z, opts["glim_temperature"], fmask))
-        # the fine axis is the word-guided features, so its mask (masked variant only) is the word mask
         return self._multigrained(text, v_hat, f_hat, text["text_mask"].bool()[:, None, :])
+
+    def score_pair_bytes(self, itemsize: int = 4) -> int:
+        if not self.options["text_guided"]:
+            return super().score_pair_bytes(itemsize)
+        n_l, n_f = self.max_words, self.max_frames
+        # Gram path: the (2L+2) x F product block (and its re-layout), L x F softmax weights and their Gram
+        # product, then the L x L frame-word matrix with the AOSM pools' copies
+        return itemsize * (2 * (2 * n_l + 2) * n_f + 4 * n_l * n_f + 6 * n_l * n_l)
 
     def extra_losses(self, logits, parts):
         w = float(self.options["csc_weight"])

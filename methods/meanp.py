@@ -41,6 +41,9 @@ class MeanPooling(RetrievalMethod):
         pooled = masked_mean(l2norm(frame_features), mask)
         return {"v_hat": l2norm(pooled)}
 
+    def score_pair_bytes(self, itemsize: int = 4) -> int:
+        return 2 * itemsize  # one GEMM: the logits and their scaled copy
+
     def score_with_parts(self, text: State, video: State):
         logits = self.backbone.logit_scale() * (text["t_hat"] @ video["v_hat"].t())
         return logits, {}

@@ -141,5 +141,9 @@ class TextConditionedPooling(RetrievalMethod):
             cos = torch.einsum("td,tvd->tv", text["t_hat"], l2norm(pooled))  # D
         return self.backbone.logit_scale() * cos, {}
 
+    def score_pair_bytes(self, itemsize: int = 4) -> int:
+        pooled = 0 if self.options["gram_trick"] else 2 * self.backbone.embed_dim  # pooled D-vector and its norm
+        return itemsize * (pooled + 8 * self.max_frames)
+
     def head_modules(self):
         return [self.temporal] if self.temporal is not None else []

@@ -107,5 +107,9 @@ class TightTransf(RetrievalMethod):
         outside = torch.full_like(scores, float("-inf"))  # pairs never scored together in the official run
         return torch.where(same, scores, outside), {}
 
+    def score_pair_bytes(self, itemsize: int = 4) -> int:
+        # a cross-encoder pass per pair: (L + F) tokens of width D through attention and the 4D-wide MLP
+        return 12 * itemsize * (self.max_words + self.max_frames) * self.backbone.embed_dim
+
     def head_modules(self):
         return [self.cross]

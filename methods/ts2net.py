@@ -257,5 +257,8 @@ class TS2Net(RetrievalMethod):
         logits = self.backbone.logit_scale() * (a * s).sum(dim=-1)
         return logits, {}
 
+    def score_pair_bytes(self, itemsize: int = 4) -> int:
+        return 6 * 4 * self.max_frames  # cosines, weights, softmax (kept in fp32): a few F-vectors per pair
+
     def head_modules(self):
         return [m for name, m in self.named_children() if name != "backbone"]

@@ -1,6 +1,6 @@
 """X-CLIP: multi-grained contrast with attention over similarity matrices (official code: xuguohai/X-CLIP).
 
-As ``modules/modeling_xclip.py`` computes it (../shared/docs/methods.md §9), all features L2-normalised:
+As ``modules/modeling_xclip.py`` computes it (docs/methods.md §9), all features L2-normalised:
 - text: t = [EOT] feature, W = the projected hidden state at *every* token position (padding included);
 - video: v = masked mean of the normalised seqTransf outputs Z~ (renormalised), computed offline, and the
   frame features are the *raw* CLIP frames Z (``use_original_clip_for_frame_features = True``), not Z~;
@@ -22,7 +22,7 @@ from tvr_bench.bench.api.metadata import MethodInfo
 from tvr_bench.bench.registry import register_method
 
 from tvr_bench.bench.api.method import RetrievalMethod, State, l2norm, masked_mean
-from tvr_bench.methods._multigrained import MultiGrainedWeights, multigrained_scores
+from tvr_bench.methods._multigrained import MultiGrainedWeights, aosm_scores, multigrained_scores
 from tvr_bench.methods._temporal import SeqTransf
 
 _PAPER = ("Ma, Xu, Sun, Yan, Zhang, Ji: X-CLIP: End-to-End Multi-grained Contrastive Learning for Video-Text "
@@ -79,19 +79,33 @@ class XCLIP(RetrievalMethod):
 
     def _multigrained(self, text: State, v_hat: torch.Tensor, f_hat: torch.Tensor,
                       feat_mask: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        masked = bool(self.options["mask_padding"])
-        parts = multigrained_scores(
+        return self._fuse(multigrained_scores(
             t_g=text["t_g"], t_hat=text["t_hat"], w_hat=text["w_hat"], w_l=text["w_l"],
-            v_hat=v_hat, f_hat=f_hat, weights=self.scores, kappa=self.backbone.logit_scale(),
-            temp=self.options["aosm_temperature"],
-            word_mask=text["text_mask"].bool() if masked else None,
-            feat_mask=feat_mask if masked else None,
-        )
+            v_hat=v_hat, f_hat=f_hat, **self._aosm_kwargs(text, feat_mask)))
+
+    def _aosm_kwargs(self, text: State, feat_mask: torch.Tensor | None) -> dict:
+        masked = bool(self.options["mask_padding"])
+        return {"weights": self.scores, "kappa": self.backbone.logit_scale(),
+                "temp": self.options["aosm_temperature"],
+                "word_mask": text["text_mask"].bool() if masked else None,
+                "feat_mask": feat_mask if masked else None}
+
+    def _aosm_from_similarities(self, text: State, sims: dict[str, torch.Tensor],
+                                feat_mask: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scores from precomputed similarity tensors (see ``_multigrained.aosm_scores``)."""
+        return self._fuse(aosm_scores(**sims, **self._aosm_kwargs(text, feat_mask)))
+
+    @staticmethod
+    def _fuse(parts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = (parts["vs"] + parts["vw"] + parts["sf"] + parts["fw"]) / 4
         return logits, parts
 
     def score_with_parts(self, text: State, video: State):
         return self._multigrained(text, video["v_hat"], video["f_hat"], video["video_mask"].bool()[None])
+
+    def score_pair_bytes(self, itemsize: int = 4) -> int:
+        # the [t,v,L,F] frame-word matrix and the AOSM pools' softmax/mix/product copies of it
+        return itemsize * (8 * self.max_words * self.max_frames + 4 * (self.max_words + self.max_frames))
 
     def head_modules(self):
         return [self.temporal, self.scores]

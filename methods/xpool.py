@@ -175,5 +175,9 @@ class XPool(RetrievalMethod):
         sims = torch.einsum("td,tvd->tv", text["t_hat"], l2norm(v_t))
         return self.backbone.logit_scale() * sims, {}
 
+    def score_pair_bytes(self, itemsize: int = 4) -> int:
+        # [t,v,H,F] logits and attention, then the pooled D-vector through out-proj, residual and norm
+        return itemsize * (4 * self.pool.num_heads * self.max_frames + 8 * self.backbone.embed_dim)
+
     def head_modules(self):
         return [self.pool]

@@ -187,3 +187,50 @@ def test_glim_has_no_parameters_and_text_guidance_switch(glccl, tiny_backbone, m
     xclip_path = make_method("glccl", tiny_backbone, max_frames=F, max_words=L, text_guided=False)
     assert xclip_path.scores.frame_logit_weight.shape == (F, F)  # X-CLIP's F×F where GLCCL has L×L
     assert glccl.scores.frame_logit_weight.shape == (L, L)
+
+
+def _gram_vs_direct_inputs(glccl, dtype, seed, nt=5, nv=7):
+    """Random inputs at a larger scale than the transcription tests (peakier GLIM softmaxes) with padding."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(nt, D, generator=g, dtype=torch.float64).to(dtype)
+    W = torch.randn(nt, L, D, generator=g, dtype=torch.float64).to(dtype)
+    Z = torch.randn(nv, F, D, generator=g, dtype=torch.float64).to(dtype)
+    tmask = torch.ones(nt, L, dtype=torch.long)
+    vmask = torch.ones(nv, F, dtype=torch.long)
+    for i in range(nt):
+        tmask[i, 2 + i % (L - 2):] = 0
+    for j in range(nv):
+        vmask[j, 1 + j % (F - 1):] = 0
+    glccl.backbone.encode_text_tokens = lambda tokens: (t, W)
+    text = glccl.encode_text(torch.zeros(nt, L, dtype=torch.long), tmask)
+    return text, {"frames_tilde": Z, "video_mask": vmask}
+
+
+@pytest.mark.parametrize("mask_padding", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gram_path_equals_direct_features_fp64(glccl, seed, mask_padding):
+    """The default (Gram) scoring equals the official per-pair-feature formulation to 1e-9 relative."""
+    _perturb_matrices(glccl)
+    glccl.options["mask_padding"] = mask_padding
+    text, video = _gram_vs_direct_inputs(glccl, torch.float64, seed)
+    logits, parts = glccl.score_with_parts(text, video)
+    ref_logits, ref_parts = glccl.score_direct(text, video)
+    for k in ("vs", "vw", "sf", "fw"):
+        torch.testing.assert_close(parts[k], ref_parts[k], rtol=1e-9, atol=0.0, msg=f"score {k}")
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_gram_path_equals_direct_features_fp32(glccl, mask_padding):
+    """fp32: the Gram path stays within 1e-4 of the score range of the fp64 direct computation."""
+    _perturb_matrices(glccl)
+    glccl.options["mask_padding"] = mask_padding
+    text64, video64 = _gram_vs_direct_inputs(glccl, torch.float64, 3)
+    ref, _ = glccl.score_direct(text64, video64)
+    g32 = glccl.float()
+    text32, video32 = _gram_vs_direct_inputs(g32, torch.float32, 3)
+    got, _ = g32.score_with_parts(text32, video32)
+    ref = ref.detach()
+    span = float(ref.max() - ref.min())
+    assert span > 0
+    assert float((got.double() - ref).abs().max()) <= 1e-4 * span

@@ -67,6 +67,12 @@ class RetrievalMethod(nn.Module):
         """Weighted extra training losses; the harness adds them to the symmetric InfoNCE."""
         return {}
 
+    def score_pair_bytes(self, itemsize: int = 4) -> int:
+        """Bytes of scoring intermediates alive at once per (text, video) pair; the evaluator sizes its blocks
+        from it (``eval.memory_budget``). This default is deliberately generous (eight per-pair (L + F) x D
+        tensors); methods override it with their own count, checked by benchmarks/ against peak RSS."""
+        return 8 * itemsize * (self.max_words + self.max_frames) * self.backbone.embed_dim
+
     # ---- bookkeeping ----------------------------------------------------------------------------------
     def head_modules(self) -> list[nn.Module]:
         """Modules outside the backbone that take part in scoring/pooling (the "similarity head")."""
