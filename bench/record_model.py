@@ -172,13 +172,19 @@ class RunRecord(_Open):
     protocol: Optional[Protocol] = None
     efficiency: Optional[Efficiency] = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _metrics_null_for_efficiency(cls, data: Any) -> Any:
+        # checked before the fields, so a non-null metrics object of an efficiency record is named as such
+        if isinstance(data, dict) and data.get("kind") == "efficiency" and data.get("metrics") is not None:
+            raise ValueError('metrics: must be null when kind is "efficiency" (cost only, no training)')
+        return data
+
     @model_validator(mode="after")
     def _kind_rules(self) -> "RunRecord":
         if self.metrics is None and self.kind == "run":
             raise ValueError('metrics: null is only allowed when kind is "cost" or "efficiency"')
         if self.kind == "efficiency":
-            if self.metrics is not None:
-                raise ValueError('metrics: must be null when kind is "efficiency" (cost only, no training)')
             if self.efficiency is None:
                 raise ValueError("efficiency: missing (required when kind is \"efficiency\")")
         return self

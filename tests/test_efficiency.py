@@ -125,8 +125,15 @@ def test_counts_match_cost_flop_profile_and_scale_linearly(tiny_backbone, make_m
     m = _method(make_method, tiny_backbone, name)
     f = E.flop_counts(m, inputs, block=(3, 5), check_block=(1, 2))
     ref = C.flop_profile(m, max_words=L, max_frames=F, gallery_size=SHAPE.n_videos, block=(2, 3))
-    assert f["score_per_pair"] == ref["score_per_pair"] > 0
-    assert f["linear_in_pairs"] and f["score_per_pair_check_block"] == f["score_per_pair"]
+    if name == "glccl":
+        # the Gram-matrix path has per-text and per-video terms inside a block (each video's F x F Gram matrix,
+        # each text's token rows), so FLOPs per pair of a block fall with its size: the record says so
+        # (linear_in_pairs false) and the count is within the amortisation of those terms
+        assert f["score_per_pair"] == pytest.approx(ref["score_per_pair"], rel=0.1)
+        assert not f["linear_in_pairs"]
+    else:
+        assert f["score_per_pair"] == ref["score_per_pair"] > 0
+        assert f["linear_in_pairs"] and f["score_per_pair_check_block"] == f["score_per_pair"]
     # E adds the attention the plain counter misses; never less
     assert f["text_per_query"] >= ref["text_per_query"] > 0
     assert f["video_per_video"] >= ref["video_per_video"] > 0
@@ -263,10 +270,10 @@ def _one(study):
 @pytest.mark.parametrize("mutate, expected", [
     (lambda r: r.update(metrics={"t2v": {}, "v2t": {}}), 'metrics: must be null when kind is "efficiency"'),
     (lambda r: r.pop("efficiency"), "efficiency: missing"),
-    (lambda r: r["efficiency"]["latency"].update(by_gallery=[]), "efficiency.latency.by_gallery: expected a non-empty"),
+    (lambda r: r["efficiency"]["latency"].update(by_gallery=[]), "efficiency.latency.by_gallery: List should have at least 1 item"),
     (lambda r: r["efficiency"]["latency"]["by_gallery"][0].update(status="skipped", reason=""),
-     "by_gallery[0].reason: a skipped size must say why"),
-    (lambda r: r["efficiency"]["latency"]["by_gallery"][0].update(status="lost"), "by_gallery[0].status: 'lost'"),
+     "by_gallery[0]: a skipped size must say why"),
+    (lambda r: r["efficiency"]["latency"]["by_gallery"][0].update(status="lost"), "by_gallery[0].status: Input should be 'measured' or 'skipped'"),
     (lambda r: r["efficiency"]["latency"]["by_gallery"][0].update(median_ms=-1), "by_gallery[0].median_ms"),
     (lambda r: r["efficiency"]["latency"]["by_gallery"][0].update(gallery_size=0), "by_gallery[0].gallery_size"),
 ])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -43,7 +45,8 @@ def test_config_rejects_bad_budget():
 
 @pytest.mark.parametrize("name", ["glccl", "xclip"])
 def test_score_matrix_does_not_depend_on_block_size(tiny_backbone, make_method, name):
-    m = make_method(name, tiny_backbone, max_frames=6, max_words=5).double().eval()
+    # a copy: .double() would convert the session-wide tiny backbone for every later test
+    m = make_method(name, copy.deepcopy(tiny_backbone), max_frames=6, max_words=5).double().eval()
     g = torch.Generator().manual_seed(0)
     n_t, n_v, d = 11, 9, tiny_backbone.embed_dim
     t = torch.randn(n_t, d, generator=g, dtype=torch.float64)
