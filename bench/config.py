@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from tvr_bench.bench.config_schema import SECTIONS, check_section, coerce_raw
 from tvr_bench.bench.errors import ConfigError
 
 HARNESS_DEFAULTS: dict[str, Any] = {
@@ -143,7 +144,8 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> tuple[dict, dict[str, An
             if last:
                 if isinstance(node[part], dict) and node[part]:
                     raise ConfigError(f"--set {key}: is a section, set one of its keys instead")
-                node[part] = value
+                node[part] = coerce_raw(node[part], text.split("=", 1)[1], value)
+                value = node[part]
             else:
                 node = node[part]
         applied[key] = value
@@ -188,11 +190,23 @@ def resolve_config(
 
 
 def validate_config(cfg: dict) -> None:
+    if cfg["train"].get("select_on") == "test":
+        raise ConfigError("train.select_on='test' is refused: checkpoints are selected on a validation split")
+    for name, model in SECTIONS.items():  # typed check; values converted in place (1e-4 -> float)
+        cfg[name] = check_section(name, cfg[name], model)
+    for key, val in cfg["run"]["overrides"].items():  # the recorded overrides hold the converted values
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        cfg["run"]["overrides"][key] = node
+    if cfg["train"]["precision"] == "amp" and not str(cfg["run"]["device"]).startswith("cuda"):
+        raise ConfigError(f"train.precision='amp' needs a CUDA device (--device {cfg['run']['device']}); "
+                          "use auto or fp32")
     d, t, e = cfg["data"], cfg["train"], cfg["eval"]
     if d["text_overflow"] not in ("error", "truncate"):
         raise ConfigError(f"data.text_overflow must be 'error' or 'truncate', got {d['text_overflow']!r}")
     for key, section in (("data.max_frames", d["max_frames"]), ("data.max_words", d["max_words"]),
-                         ("train.epochs", t["epochs"]), ("train.batch_size", t["batch_size"]),
+                         ("train.batch_size", t["batch_size"]),
                          ("eval.batch_size", e["batch_size"]),
                          *((("eval.chunk_size", e["chunk_size"]),) if e["chunk_size"] is not None else ())):
         if not isinstance(section, int) or isinstance(section, bool) or section < 1:

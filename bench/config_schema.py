@@ -1,0 +1,116 @@
+"""Typed sections of the resolved config (pydantic v2): every harness key has a type and, where it makes
+sense, a range. The resolved config stays a plain nested dict (recorded as is); these models only check it
+and convert ``--set`` strings to the declared type (``1e-4`` -> float, ``false`` -> bool)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Union, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, conlist, field_validator
+
+from tvr_bench.bench.errors import ConfigError
+
+_METRICS = ("R@1", "R@5", "R@10", "MdR", "MnR", "RSum")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackboneCfg(_Section):
+    name: str
+    pretrained: Optional[str] = None
+
+
+class DataCfg(_Section):
+    model_config = ConfigDict(extra="allow")  # data.<dataset> sections, checked by inference from defaults
+    max_frames: int = Field(ge=1)
+    max_words: int = Field(ge=3)  # [SOT], one token, [EOT]
+    sample_fps: float = Field(gt=0)
+    text_overflow: Literal["error", "truncate"]
+    root: Optional[str] = None
+    cache_dir: Optional[str] = None
+    memory_cache: bool
+    allow_missing: bool
+
+
+class TrainCfg(_Section):
+    epochs: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    coef_lr: float = Field(ge=0)
+    weight_decay: float = Field(ge=0)
+    betas: conlist(float, min_length=2, max_length=2)
+    eps: float = Field(gt=0)
+    warmup_proportion: float = Field(ge=0, le=1)
+    grad_clip: Optional[float] = Field(default=None, ge=0)
+    optimizer: Literal["bertadam", "adamw"]
+    precision: Literal["auto", "fp32", "amp"]
+    num_workers: int = Field(ge=0)
+    select_on: Literal["val", "last"]
+    select_metric: str
+    max_steps: Optional[int] = Field(default=None, ge=1)
+    log_every: int = Field(ge=1)
+
+    @field_validator("select_metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        valid = [f"{d}/{m}" for d in ("t2v", "v2t") for m in _METRICS]
+        if v not in valid:
+            raise ValueError(f"expected one of {', '.join(valid)}")
+        return v
+
+
+class EvalCfg(_Section):
+    batch_size: int = Field(ge=1)
+    chunk_size: Optional[int] = Field(default=None, ge=1)  # None: sized from memory_budget
+    memory_budget: Optional[Union[int, str]] = None  # bytes or '2GB'; parsed by bench.evaluate.parse_bytes
+    tie_policy: Literal["pessimistic", "optimistic", "mean"]
+
+
+class CostCfg(_Section):
+    enabled: bool
+    flops_block: conlist(int, min_length=2, max_length=2)
+    latency_gallery: Optional[int] = Field(default=None, ge=1)
+    latency_min_run_time: float = Field(gt=0)
+
+
+SECTIONS: dict[str, type[BaseModel]] = {"backbone": BackboneCfg, "data": DataCfg, "train": TrainCfg,
+                                        "eval": EvalCfg, "cost": CostCfg}
+
+
+def _one_line(prefix: str, section: dict, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+    key = f"{prefix}.{loc}" if loc else prefix
+    value = err.get("input")
+    msg = err["msg"].replace("Value error, ", "")
+    hint = ""
+    if isinstance(value, str):
+        choices = {"bool_parsing": ["true", "false"]}.get(err["type"])
+        if err["type"] == "literal_error":
+            choices = [str(c) for c in err.get("ctx", {}).get("expected", "").replace("'", "").replace(" or ", ", ").split(", ")]
+        close = difflib.get_close_matches(value.lower(), choices or [], n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]}?" if close else ""
+    return f"{key}={value!r}: {msg}.{hint}"
+
+
+def check_section(prefix: str, section: dict, model: type[BaseModel]) -> dict:
+    """Validate ``section`` against ``model``; returns it with values converted to the declared types (key order
+    kept). A bad value is one :class:`ConfigError` line naming the key, the value and what is accepted."""
+    try:
+        typed = model.model_validate(section).model_dump()
+    except ValidationError as exc:
+        raise ConfigError(_one_line(prefix, section, exc)) from None
+    return {k: typed.get(k, v) for k, v in section.items()}
+
+
+def coerce_raw(current: Any, raw: str, value: Any) -> Any:
+    """A ``--set`` value for a key whose current value is ``current``: strings stay the raw text (YAML would turn
+    ``no`` into False), numbers/bools are left to the model's conversion (``1e-4`` YAML-loads as a string)."""
+    if isinstance(current, str) and raw.strip().lower() not in ("null", "none", "~", ""):
+        return raw
+    if isinstance(value, str) and value.lower() in ("none", "null"):
+        return None
+    return value
