@@ -1,6 +1,6 @@
 """GLCCL: Global-Local Contrastive Consistency Learning (official code: JingXiaolun/GLCCL, an X-CLIP fork).
 
-Faithful to the official computation (../shared/docs/methods.md §2):
+Faithful to the official computation (docs/methods.md §2):
 - seqTransf temporal encoder on CLIP frames (Z~ = T4(Z + P) + Z);
 - GLIM, no learnable parameters: g(q, Z~_j) = sum_f softmax_f(<q, z~_jf>/5) z~_jf on *raw* (unnormalised)
   features; global branch q = [EOT] feature t_i (one video vector per pair), local branch q = every token

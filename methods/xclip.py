@@ -1,6 +1,6 @@
 """X-CLIP: multi-grained contrast with attention over similarity matrices (official code: xuguohai/X-CLIP).
 
-As ``modules/modeling_xclip.py`` computes it (../shared/docs/methods.md §9), all features L2-normalised:
+As ``modules/modeling_xclip.py`` computes it (docs/methods.md §9), all features L2-normalised:
 - text: t = [EOT] feature, W = the projected hidden state at *every* token position (padding included);
 - video: v = masked mean of the normalised seqTransf outputs Z~ (renormalised), computed offline, and the
   frame features are the *raw* CLIP frames Z (``use_original_clip_for_frame_features = True``), not Z~;
