@@ -1,4 +1,4 @@
-"""Parameter-free text-conditioned pooling: the control baseline of ../shared/docs/methods.md §7.
+"""Parameter-free text-conditioned pooling: the control baseline of docs/methods.md §7.
 
     a = softmax_f(<t, z~_f> / T),   v_t = sum_f a_f z~_f,   s = kappa * cos(t, v_t)
 

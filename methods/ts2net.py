@@ -1,7 +1,7 @@
 """TS2-Net: Token Shift and Selection Transformer (official code: yuqi657/ts2_net, stored as LiuRicky/ts2_net).
 
 As the released code computes it (``modules/modeling.py``, ``modules/until_module.py``,
-``modules/differential_topk.py``; ../shared/docs/methods.md §10):
+``modules/differential_topk.py``; docs/methods.md §10):
 
 1. Token shift, parameter-free, in the last ``shift_layers`` (official 2: blocks 10-11 of 12) CLIP ViT blocks,
    on the attention input ln_1(x) only (the residual stream is not shifted): with T tokens per frame and

@@ -1,4 +1,4 @@
-"""GLCCL against a direct, loop-based transcription of ../shared/docs/methods.md §2.4-2.6 on random tensors.
+"""GLCCL against a direct, loop-based transcription of docs/methods.md §2.4-2.6 on random tensors.
 
 The transcription below deliberately uses Python loops over texts, videos, words, frames and features and
 scalar/vector arithmetic only, so it shares no code path (einsum, batching, broadcasting) with the method.

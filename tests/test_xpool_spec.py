@@ -1,4 +1,4 @@
-"""X-Pool against a loop transcription of ../shared/docs/methods.md §8 / the official modules/transformer.py.
+"""X-Pool against a loop transcription of docs/methods.md §8 / the official modules/transformer.py.
 
 The reference below works on Python lists of floats with explicit loops over texts, videos, heads, frames and
 feature dimensions (LayerNorm, linear layers, softmax written out by hand), sharing no code path with the

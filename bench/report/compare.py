@@ -384,7 +384,7 @@ def _footer(meta: dict, aggregate_seeds: bool) -> list[str]:
                      "comparable with published numbers: " + ", ".join(parts) + ".")
     if meta.get("published"):
         lines.append("Rows 'published [T] source' are published numbers (bench/report/published.py, "
-                     "../shared/docs/published.md), not measured here: [V] official repository, [S] another "
+                     "docs/published.md), not measured here: [V] official repository, [S] another "
                      "paper's table, [P] the method's own paper text; unverified [R] recollections are never shown.")
     return lines
 

@@ -1,6 +1,6 @@
 """Published numbers with provenance, kept apart from anything the toolkit measures.
 
-Transcribed from ../shared/docs/published.md, which tags every number:
+Transcribed from docs/published.md, which tags every number:
 
 - ``V`` read from an official repository (README, code or a results-table image in it);
 - ``S`` copied from another paper's comparison table (the citing paper is named);
