@@ -65,6 +65,7 @@ class BackboneSpec:
     text_context: int
     text_width: int
     vision_width: int
+    quick_gelu: bool = False  # activation actually built (OpenAI CLIP weights need QuickGELU)
 
 
 class Backbone(nn.Module):
@@ -146,8 +147,53 @@ def _resolve_pretrained(pretrained: str | None) -> str | None:
     return str(pretrained)
 
 
-def build_backbone(name: str, pretrained: str | None = None, *, device: str | torch.device = "cpu") -> Backbone:
-    """Build an open_clip backbone: ``pretrained`` is None (random init), an open_clip tag or a local file."""
+# Keys OpenAI's released (TorchScript) CLIP checkpoints carry besides the weights; open_clip's own
+# checkpoints never have them, so they mark a state dict saved from OpenAI's CLIP.
+OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def _read_state_dict(path: str) -> tuple[dict, bool]:
+    """Load a local checkpoint -> (state dict without meta keys or ``module.`` prefix, is OpenAI format)."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path), False
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # OpenAI's released .pt files are TorchScript archives
+        try:
+            obj = torch.jit.load(path, map_location="cpu").state_dict()
+        except Exception as exc:
+            raise ConfigError(f"backbone.pretrained: cannot read checkpoint {path}: {exc}") from exc
+        obj = dict(obj, input_resolution=None)  # a TorchScript CLIP is OpenAI's
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise ConfigError(f"backbone.pretrained: {path} holds no state dict")
+    is_openai = any(k in obj for k in OPENAI_META_KEYS)
+    sd = {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items() if k not in OPENAI_META_KEYS}
+    return sd, is_openai
+
+
+def _weights_quick_gelu(open_clip, name: str, pretrained: str | None, local_sd: dict | None,
+                        local_openai: bool) -> bool | None:
+    """The activation the weights were trained with: True (QuickGELU), False (GELU), None (not known)."""
+    if pretrained is None:
+        return None
+    if local_sd is not None:
+        return True if local_openai else None
+    return bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
+
+
+def build_backbone(name: str, pretrained: str | None = None, *, device: str | torch.device = "cpu",
+                   quick_gelu: bool | None = None, log: Callable[[str], None] = print) -> Backbone:
+    """Build an open_clip backbone: ``pretrained`` is None (random init), an open_clip tag or a local file.
+
+    ``quick_gelu`` None builds the activation the weights were trained with: OpenAI's CLIP (tag ``openai``,
+    or a local OpenAI checkpoint) uses QuickGELU although open_clip's ``ViT-B-32`` config uses exact GELU,
+    and open_clip would only warn about the mismatch. True/False forces it; a forced value that contradicts
+    the weights is refused.
+    """
     open_clip = import_open_clip()
     available = open_clip.list_models()
     if name not in available:
@@ -157,9 +203,11 @@ def build_backbone(name: str, pretrained: str | None = None, *, device: str | to
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown open_clip model {name!r} (backbone.name).{hint}")
     pretrained = _resolve_pretrained(pretrained)
+    local_sd, local_openai = None, False
     if pretrained is not None and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
         if not Path(pretrained).is_file():
             raise ConfigError(f"backbone.pretrained: checkpoint file not found: {pretrained}")
+        local_sd, local_openai = _read_state_dict(pretrained)
     else:
         tags = open_clip.list_pretrained_tags_by_model(name)
         if pretrained is not None and pretrained not in tags:
@@ -167,12 +215,29 @@ def build_backbone(name: str, pretrained: str | None = None, *, device: str | to
                 f"backbone.pretrained={pretrained!r} is not a pretrained tag of {name!r} "
                 f"(tags: {', '.join(tags) or 'none'}) nor an existing checkpoint file"
             )
+    cfg = open_clip.get_model_config(name) or {}
+    config_qg = bool(cfg.get("quick_gelu", False))
+    weights_qg = _weights_quick_gelu(open_clip, name, pretrained, local_sd, local_openai)
+    if quick_gelu is not None and weights_qg is not None and quick_gelu != weights_qg:
+        raise ConfigError(
+            f"backbone.quick_gelu={quick_gelu} contradicts the weights {pretrained!r}, trained with "
+            f"{'QuickGELU' if weights_qg else 'GELU'}; leave backbone.quick_gelu unset to build the right one"
+        )
+    use_qg = quick_gelu if quick_gelu is not None else (weights_qg if weights_qg is not None else config_qg)
+    if use_qg != config_qg:
+        log(f"  backbone: {name} with {pretrained!r} built with {'QuickGELU' if use_qg else 'GELU'} "
+            f"(the weights' activation; open_clip's {name} config uses {'QuickGELU' if config_qg else 'GELU'})")
     try:
-        clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+        clip, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=None if local_sd is not None else pretrained, device=device, force_quick_gelu=use_qg)
     except RuntimeError as exc:  # download failures surface as RuntimeError in open_clip
         raise ConfigError(f"could not load backbone {name!r} with pretrained={pretrained!r}: {exc}") from exc
+    if not use_qg and config_qg:  # force_quick_gelu can only switch it on
+        raise ConfigError(f"backbone.quick_gelu=False: {name!r} is a QuickGELU config; pick its GELU twin")
+    if local_sd is not None:
+        _load_local(clip, local_sd, pretrained)
+        clip.to(device)
     tokenizer = open_clip.get_tokenizer(name)
-    cfg = open_clip.get_model_config(name) or {}
     spec = BackboneSpec(
         name=name,
         pretrained=pretrained,
@@ -181,5 +246,19 @@ def build_backbone(name: str, pretrained: str | None = None, *, device: str | to
         text_context=int(clip.positional_embedding.shape[0]),
         text_width=int(clip.transformer.width),
         vision_width=int(cfg.get("vision_cfg", {}).get("width", 0)),
+        quick_gelu=bool(use_qg),
     )
     return Backbone(clip, preprocess, tokenizer, spec)
+
+
+def _load_local(clip: nn.Module, sd: dict, path: str) -> None:
+    """Strict load of a local checkpoint; a shape or key mismatch is one error naming the keys."""
+    own = clip.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    if missing or unexpected or shapes:
+        parts = [f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]
+        raise ConfigError(f"backbone.pretrained {path} does not fit the backbone: {'; '.join(parts)}")
+    clip.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})
