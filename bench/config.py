@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from tvr_bench.bench.config_schema import SECTIONS, check_section, coerce_raw
+from tvr_bench.bench.config_schema import SECTIONS, check_section, coerce_raw, method_options_model
 from tvr_bench.bench.errors import ConfigError
 
 HARNESS_DEFAULTS: dict[str, Any] = {
@@ -186,6 +186,8 @@ def resolve_config(
     cfg["run"] = {"method": method_cls.info.name, "dataset": dataset_cls.info.name, "seed": seed,
                   "device": device, "preset": preset, "overrides": applied}
     validate_config(cfg)
+    # method.* options: typed from the official defaults, checked here, before any data is read
+    cfg["method"] = check_section("method", cfg["method"], method_options_model(method_cls))
     return cfg, applied
 
 

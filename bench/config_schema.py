@@ -5,9 +5,9 @@ and convert ``--set`` strings to the declared type (``1e-4`` -> float, ``false``
 from __future__ import annotations
 
 import difflib
-from typing import Union, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, conlist, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, conlist, create_model, field_validator
 
 from tvr_bench.bench.errors import ConfigError
 
@@ -114,3 +114,23 @@ def coerce_raw(current: Any, raw: str, value: Any) -> Any:
     if isinstance(value, str) and value.lower() in ("none", "null"):
         return None
     return value
+
+
+def method_options_model(method_cls) -> type[BaseModel]:
+    """A typed model of a method's ``method.*`` options, from the types of its official defaults: booleans stay
+    booleans (``Flase`` is refused), counts are non-negative integers, weights/temperatures/rates are finite
+    non-negative numbers, strings stay strings. Unknown keys are refused."""
+    fields: dict[str, Any] = {}
+    for key, default in method_cls.default_options().items():
+        if isinstance(default, bool):
+            typ: Any = bool
+        elif isinstance(default, int):
+            typ = Annotated[int, Field(ge=0, strict=True)]
+        elif isinstance(default, float):
+            typ = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+        elif isinstance(default, str):
+            typ = Annotated[str, Field(strict=True)]
+        else:
+            typ = Any
+        fields[key] = (typ, default)
+    return create_model(f"{method_cls.info.name}_options", __config__=ConfigDict(extra="forbid"), **fields)

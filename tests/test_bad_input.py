@@ -16,7 +16,25 @@ BAD = [
     ("meanp", "train.select_metric=t2v/R@2", "train.select_metric"),
     ("meanp", "data.sample_fps=0", "data.sample_fps"),
     ("meanp", "train.num_workers=-1", "train.num_workers"),
+    ("glccl", "method.csc_weight=abc", "method.csc_weight"),
+    ("glccl", "method.text_guided=Flase", "method.text_guided"),
+    ("seqtransf", "method.temporal_layers=-1", "method.temporal_layers"),
+    ("xpool", "method.num_heads=1.5", "method.num_heads"),
 ]
+
+
+def test_misspelt_bool_gets_did_you_mean():
+    from tvr_bench.bench.config import resolve_config
+    from tvr_bench.bench.errors import ConfigError
+    from tvr_bench.bench.registry import DATASETS, METHODS
+
+    with pytest.raises(ConfigError, match=r"method\.text_guided='Flase'.*Did you mean false\?"):
+        resolve_config(method_cls=METHODS.get("glccl"), dataset_cls=DATASETS.get("synthetic"),
+                       overrides=["method.text_guided=Flase"])
+    cfg, _ = resolve_config(method_cls=METHODS.get("glccl"), dataset_cls=DATASETS.get("synthetic"),
+                            overrides=["method.csc_weight=1", "method.text_guided=false"])
+    assert cfg["method"]["csc_weight"] == 1.0 and isinstance(cfg["method"]["csc_weight"], float)
+    assert cfg["method"]["text_guided"] is False
 
 
 @pytest.mark.parametrize("method,override,culprit", BAD)
