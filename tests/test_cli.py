@@ -186,7 +186,11 @@ def test_corrupt_video_stops_the_run_naming_the_file(cache_dir, tmp_path, damage
 def test_import_datasets_still_gives_the_hugging_face_library():
     """The design's folder datasets/ installs as tvr_bench.datasets and never shadows `datasets` (checked where the
     Hugging Face library is installed; it is not a dependency of tvr-bench)."""
-    pytest.importorskip("datasets")
+    import importlib.metadata
+    try:  # the distribution, not the import: from the repository root `import datasets` finds our folder
+        importlib.metadata.distribution("datasets")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the Hugging Face datasets library is not installed")
     code = "import datasets, tvr_bench.datasets as ours; print(datasets.__file__); print(hasattr(datasets, 'load_dataset'))"
     for cwd in (REPO, REPO.parent):  # also from the repository root, where '' is on sys.path
         out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True).stdout
