@@ -23,6 +23,12 @@ class _Group(click.Group):
         except BenchError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # a path the user gave cannot be read or written: name it, no traceback
+            if exc.filename is None:
+                raise
+            where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else exc.filename
+            click.secho(f"error: {where}: {exc.strerror or exc}", fg="red", err=True)
+            ctx.exit(2)
 
 
 _EPILOG = "\b\nExamples:" + __doc__.split("Examples:")[1] + "\nREADME.md documents the run-record schema."

@@ -152,6 +152,51 @@ def _resolve_pretrained(pretrained: str | None) -> str | None:
 OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
+def _is_local(pretrained: str) -> bool:
+    return "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def check_pretrained_file(pretrained: str | None) -> None:
+    """A local ``backbone.pretrained`` file is checked when the command starts, cheaply (the header of a
+    safetensors file; a memory-mapped, weights-only read of a PyTorch file): one line naming it, not a
+    traceback after the data is loaded. Tags are checked by :func:`build_backbone`."""
+    pretrained = _resolve_pretrained(pretrained)
+    if pretrained is None or not _is_local(pretrained):
+        return
+    import zipfile
+
+    path = Path(pretrained)
+    if not path.is_file():
+        raise ConfigError(f"backbone.pretrained: checkpoint file not found: {pretrained}")
+    if pretrained.endswith(".safetensors"):
+        try:
+            from safetensors import safe_open
+
+            with safe_open(pretrained, framework="pt"):
+                return
+        except Exception as exc:
+            raise ConfigError(f"backbone.pretrained: {pretrained} is not a readable safetensors file "
+                              f"({(str(exc).splitlines() or [type(exc).__name__])[0][:120]})") from None
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if any(n.endswith("/constants.pkl") for n in zf.namelist()):
+                return  # a TorchScript archive (OpenAI's released CLIP files): loaded by torch.jit later
+        from tvr_bench.bench.train import checkpoint_read_problem
+
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return
+        except Exception as exc:
+            raise ConfigError(f"backbone.pretrained: cannot read checkpoint {pretrained} "
+                              f"({checkpoint_read_problem(path, exc)})") from None
+    if path.stat().st_size == 0:
+        raise ConfigError(f"backbone.pretrained: {pretrained} is empty")
+    with open(path, "rb") as fh:
+        if fh.read(1) != b"\x80":  # the legacy (pre-zip) torch.save format starts with a pickle opcode
+            raise ConfigError(f"backbone.pretrained: {pretrained} is not a PyTorch, TorchScript or safetensors "
+                              "checkpoint")
+
+
 def _read_state_dict(path: str) -> tuple[dict, bool]:
     """Load a local checkpoint -> (state dict without meta keys or ``module.`` prefix, is OpenAI format)."""
     if path.endswith(".safetensors"):
@@ -204,9 +249,8 @@ def build_backbone(name: str, pretrained: str | None = None, *, device: str | to
         raise ConfigError(f"unknown open_clip model {name!r} (backbone.name).{hint}")
     pretrained = _resolve_pretrained(pretrained)
     local_sd, local_openai = None, False
-    if pretrained is not None and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
-        if not Path(pretrained).is_file():
-            raise ConfigError(f"backbone.pretrained: checkpoint file not found: {pretrained}")
+    if pretrained is not None and _is_local(pretrained):
+        check_pretrained_file(pretrained)
         local_sd, local_openai = _read_state_dict(pretrained)
     else:
         tags = open_clip.list_pretrained_tags_by_model(name)

@@ -32,6 +32,10 @@ class RecordError(BenchError):
     """A run record that fails validation, or cannot be read."""
 
 
+class OutputError(BenchError):
+    """An output file that cannot be written (read-only place, a file where a folder is needed, disk full)."""
+
+
 class RegressionError(BenchError):
     """``bench check`` found metrics that regressed beyond tolerance."""
 

@@ -17,10 +17,10 @@ import math
 import numbers
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from tvr_bench.bench.atomic import atomic_write_text
 from tvr_bench.bench.errors import RecordError
 from tvr_bench.bench.record_model import SCHEMA_VERSION, record_problems
 
@@ -155,38 +155,6 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"object of type {type(o).__name__} is not JSON serialisable")
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
-
-    Readers see either the old file or the complete new one, never a partial file; on any error the
-    temp file is removed. The temp name starts with ``.`` so folder scans skip it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename durable; not possible on every platform / file system
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
-
-
 def write_record(rec: dict, out_dir: str | os.PathLike) -> Path:
     """Validate ``rec`` and write it atomically to ``out_dir/record_filename(...)``; return the path.
 
@@ -199,7 +167,7 @@ def write_record(rec: dict, out_dir: str | os.PathLike) -> Path:
         raise RecordError(f"run record {record_label(rec)} cannot be written as JSON: {e}") from e
     validate_record(json.loads(text))  # what goes to disk (numpy scalars become JSON numbers)
     out = Path(out_dir) / record_filename(rec["method"], rec["dataset"], rec["seed"])
-    return atomic_write_text(out, text)
+    return atomic_write_text(out, text, point="record_write")
 
 
 def load_record(path: str | os.PathLike) -> dict:

@@ -18,15 +18,17 @@ import torch
 
 import tvr_bench.bench.cost as C
 from tvr_bench.bench import provenance
-from tvr_bench.bench.backbone import build_backbone
+from tvr_bench.bench.backbone import build_backbone, check_pretrained_file
 from tvr_bench.bench.config import resolve_config
 from tvr_bench.bench.data.pipeline import DecodedClips, FrameStore, PairDataset, preflight_videos, tokenize_captions
 from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.evaluate import encode_videos, evaluate_split, rows_block
 from tvr_bench.bench.data.frame_cache import FrameCache, Preprocessor
-from tvr_bench.bench.records import SCHEMA_VERSION, record_exists, record_filename, write_record
+from tvr_bench.bench.atomic import remove_stale_temps
+from tvr_bench.bench.records import SCHEMA_VERSION, record_filename, write_record
 from tvr_bench.bench.registry import DATASETS, METHODS
-from tvr_bench.bench.train import Trainer, autocast_factory, seed_everything
+from tvr_bench.bench.run_plan import Planned, check_checkpoints, check_out_dir, plan_run
+from tvr_bench.bench.train import Trainer, autocast_factory, load_checkpoint, seed_everything
 
 
 def default_cache_dir() -> Path:
@@ -76,6 +78,33 @@ def _metric_block(result: dict) -> dict:
     return {"t2v": result["t2v"], "v2t": result["v2t"]}
 
 
+def needed_splits(cfg: dict, dataset) -> list[str]:
+    """The splits this run reads: no training split without training, no validation split without selection
+    (MSR-VTT's 1k-A test runs on caption files that carry no 'validate' split)."""
+    train = cfg["train"]["epochs"] > 0
+    names = [dataset.train_split] if train else []
+    if train and cfg["train"]["select_on"] == "val":
+        names.append(dataset.val_split)
+    return list(dict.fromkeys([*names, dataset.test_split]))
+
+
+def run_dir(out_dir: Path, method_name: str, dataset_name: str, seed: int) -> Path:
+    """Where the run's checkpoints live (resumed from after a kill)."""
+    return Path(out_dir) / "checkpoints" / record_filename(method_name, dataset_name, seed)[: -len(".json")]
+
+
+def preflight(out_dir: Path, cfg: dict, *, overwrite: bool) -> Planned:
+    """Everything about the output side that can be checked before work starts: the folder is writable, an
+    existing record has these settings (else refused), a checkpoint to resume from is readable."""
+    check_out_dir(Path(out_dir))
+    check_pretrained_file(cfg["backbone"]["pretrained"])
+    planned = plan_run(Path(out_dir), cfg, overwrite=overwrite)
+    if planned.action == "run" and not overwrite:
+        r = cfg["run"]
+        check_checkpoints(run_dir(out_dir, r["method"], r["dataset"], r["seed"]))
+    return planned
+
+
 def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, preset: str = "default",
             overrides: list[str] | None = None, device: str = "cpu", overwrite: bool = False,
             log: Callable[[str], None] = print, command: list[str] | None = None,
@@ -88,9 +117,12 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     cfg, _ = resolve_config(method_cls=method_cls, dataset_cls=dataset_cls, preset=preset,
                             overrides=overrides, seed=seed, device=str(dev))
     out_dir = Path(out_dir)
-    if not overwrite and record_exists(out_dir, method_name, dataset_name, seed):
-        log(f"skip {method_name} on {dataset_name} seed {seed}: record exists (use --overwrite to rerun)")
+    planned = preflight(out_dir, cfg, overwrite=overwrite)
+    if planned.note:
+        log(planned.note)
+    if planned.action == "skip":
         return None
+    remove_stale_temps(out_dir)  # a record write killed mid-way left its temp file here
     started = provenance.now_iso()
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -101,8 +133,7 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     dataset = dataset_cls(cfg, cache_dir=cache_dir)
     t0 = time.perf_counter()
     # missing videos stop the run here, listed (or, with data.allow_missing, are dropped and recorded)
-    splits = {name: dataset.load_split(name) for name in
-              dict.fromkeys([dataset.train_split, dataset.val_split, dataset.test_split])}
+    splits = {name: dataset.load_split(name) for name in needed_splits(cfg, dataset)}
     timings["data_prepare_s"] = time.perf_counter() - t0
 
     seed_everything(seed)
@@ -135,8 +166,7 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
                               batch_size=e["batch_size"], chunk_size=e["chunk_size"], tie_policy=e["tie_policy"],
                               device=dev, autocast=autocast, memory_budget=e["memory_budget"])
 
-    run_name = record_filename(method_name, dataset_name, seed)[: -len(".json")]
-    ckpt_dir = out_dir / "checkpoints" / run_name
+    ckpt_dir = run_dir(out_dir, method_name, dataset_name, seed)
     if overwrite and ckpt_dir.exists():
         # --overwrite means a fresh run: resuming from a finished run's last.pt would skip training entirely
         shutil.rmtree(ckpt_dir)
@@ -156,9 +186,10 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     selection = "last epoch"
     best_path = ckpt_dir / "best.pt"
     if train_state is not None and cfg["train"]["select_on"] == "val" and best_path.exists():
-        ck = torch.load(best_path, map_location=dev, weights_only=False)
+        ck = load_checkpoint(best_path, dev)
         if ck.get("config_hash") != chash:
-            raise RuntimeError(f"{best_path} belongs to another configuration")
+            raise ConfigError(f"checkpoint {best_path} belongs to another configuration; delete it, or rerun with "
+                              "--overwrite to start this run afresh")
         method.load_state_dict(ck["model"])
         selection = f"best {cfg['train']['select_metric']} on split '{dataset.val_split}' (epoch {ck['epoch']})"
     meter = C.MemoryMeter(dev)

@@ -10,7 +10,6 @@ to initialise the process group: every rank then scores the whole global batch, 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from tvr_bench.bench.atomic import atomic_torch_save, failpoint, remove_stale_temps
+from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.optim import build_optimizer, build_scheduler
 
 
@@ -78,20 +79,51 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    # numpy's state as a tensor and plain numbers: checkpoints load with weights_only=True (no pickled arrays)
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "torch": torch.get_rng_state()}
 
 
 def _set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
+    n = s["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(s["torch"])
+
+
+def checkpoint_read_problem(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load`` failed on ``path``, in the user's terms."""
+    import zipfile
+
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty"
+        if not zipfile.is_zipfile(path):
+            return "not a complete PyTorch checkpoint: truncated, or not a checkpoint at all"
+    except OSError as e:
+        return e.strerror or str(e)
+    if isinstance(exc, __import__("pickle").UnpicklingError):
+        return "it holds objects other than tensors and plain values (refused: loading it would run its code)"
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+
+
+def unreadable_checkpoint(path: Path, exc: BaseException) -> ConfigError:
+    return ConfigError(f"checkpoint {path} cannot be read ({checkpoint_read_problem(path, exc)}); delete it, or "
+                       "rerun with --overwrite to start this run afresh")
+
+
+def load_checkpoint(path: Path, device: torch.device | str, *, mmap: bool = False) -> dict:
+    """A checkpoint the harness wrote, loaded without executing pickled code (``weights_only=True``); a file
+    that cannot be read is one :class:`ConfigError` naming it and what to do."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+    except Exception as exc:
+        raise unreadable_checkpoint(path, exc) from None
 
 
 class Trainer:
@@ -122,9 +154,10 @@ class Trainer:
         scheduler = build_scheduler(optimizer, total, float(tcfg["warmup_proportion"]))
         state = TrainState()
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.ckpt_dir)  # a save killed mid-write left its temp file here
         last = self.ckpt_dir / "last.pt"
         if last.exists():
-            ck = torch.load(last, map_location=self.device, weights_only=False)
+            ck = load_checkpoint(last, self.device)
             if ck.get("config_hash") == self.config_hash:
                 self.method.load_state_dict(ck["model"])
                 optimizer.load_state_dict(ck["optimizer"])
@@ -154,6 +187,7 @@ class Trainer:
                 losses = self._step(tokens, tmask, frames, vmask, optimizer, scheduler)
                 state.step += 1
                 seen += 1
+                failpoint("train_step")  # fault injection for the kill -9 tests (inactive unless asked for)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v
                 if tcfg["log_every"] and state.step % int(tcfg["log_every"]) == 0:
@@ -171,8 +205,8 @@ class Trainer:
                 better = state.best_value is None or (value > state.best_value if higher else value < state.best_value)
                 if better:
                     state.best_value, state.best_epoch = value, epoch + 1
-                    _atomic_save({"model": self.method.state_dict(), "epoch": epoch + 1,
-                                  "config_hash": self.config_hash}, self.ckpt_dir / "best.pt")
+                    atomic_torch_save({"model": self.method.state_dict(), "epoch": epoch + 1,
+                                       "config_hash": self.config_hash}, self.ckpt_dir / "best.pt", point="save_best")
             state.epoch = epoch + 1
             state.history.append(entry)
             losses_txt = " ".join(f"{k[5:]}={v:.4f}" for k, v in entry.items() if k.startswith("loss_"))
@@ -181,11 +215,11 @@ class Trainer:
                 d, m = tcfg["select_metric"].split("/")
                 val_txt = f", val {d} {m}={entry['val'][d][m]:.2f}" + (" (best)" if state.best_epoch == epoch + 1 else "")
             self.log(f"epoch {epoch + 1}/{epochs}: {losses_txt} ({entry['seconds']:.1f} s){val_txt}")
-            _atomic_save({
+            atomic_torch_save({
                 "model": self.method.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
                 "train_state": state.__dict__, "rng": _rng_state(), "config_hash": self.config_hash,
-            }, last)
+            }, last, point="save_last")
         return state
 
     def _step(self, tokens, tmask, frames, vmask, optimizer, scheduler) -> dict[str, float]:

@@ -1,5 +1,8 @@
 """Bad command lines fail at start: exit 2, one line on stderr naming the culprit, no traceback, no record."""
 
+import os
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -63,3 +66,78 @@ def test_float_override_recorded_as_float():
                                   preset="smoke", overrides=["train.lr=1e-4", "cost.enabled=false"])
     assert cfg["train"]["lr"] == 1e-4 and isinstance(cfg["train"]["lr"], float)
     assert applied == {"train.lr": 1e-4, "cost.enabled": False}
+
+
+def _run(args, out):
+    return CliRunner().invoke(main, ["run", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke",
+                                     *args, "--out", str(out), "--no-table"])
+
+
+def _one_error_line(res, *needles):
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, res.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_out_under_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    _one_error_line(_run([], tmp_path / "afile" / "sub"), "--out", "is under the file", "afile")
+
+
+def test_out_in_an_unwritable_place_is_one_line(tmp_path):
+    # /proc refuses new entries even to root (a chmod'ed folder would not stop root, who runs CI)
+    _one_error_line(_run([], Path("/proc") / "tvr-bench-out"), "--out", "cannot write in /proc")
+
+
+def test_out_that_is_not_utf8_is_one_line(tmp_path):
+    bad = os.fsdecode(os.fsencode(str(tmp_path)) + b"/x\xffy")  # what Python makes of a non-UTF-8 argv byte
+    _one_error_line(_run([], bad), "--out", "not valid UTF-8")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"", "is empty"),
+    (os.urandom(4096), "not a PyTorch, TorchScript or safetensors checkpoint"),
+    (None, "refused: loading it would run its code"),
+])
+def test_unreadable_pretrained_file_is_one_line_before_any_data(tmp_path, content, needle):
+    f = tmp_path / "weights.pt"
+    if content is None:  # a real torch.save of an object outside the weights-only allow-list
+        import fractions
+
+        import torch
+
+        torch.save({"x": fractions.Fraction(1, 3)}, f)
+    else:
+        f.write_bytes(content)
+    out = tmp_path / "out"
+    res = _run(["--set", f"backbone.pretrained={f}"], out)
+    _one_error_line(res, "backbone.pretrained", str(f), needle)
+    assert "[1/1]" not in res.output and not out.exists()  # refused before the run started
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
+def test_damaged_checkpoint_is_named_with_what_to_do(tmp_path, damage):
+    import torch
+
+    out = tmp_path / "out"
+    ckpt = out / "checkpoints" / "meanp__synthetic__seed0" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": {"w": torch.zeros(1000)}, "config_hash": "x"}, ckpt)
+    data = ckpt.read_bytes()
+    ckpt.write_bytes({"truncated": data[: len(data) // 2], "random": os.urandom(len(data)), "empty": b""}[damage])
+    line = _one_error_line(_run([], out), str(ckpt), "--overwrite")
+    assert "cannot be read" in line
+    assert not list(out.glob("*.json"))
+
+
+def test_compare_to_an_unwritable_csv_is_one_line(tmp_path):
+    record = Path(__file__).parents[1] / "reports" / "embedded" / "glccl__synthetic__seed0.json"
+    (tmp_path / "afile").write_text("x")
+    res = CliRunner().invoke(main, ["compare", str(record), "--csv", str(tmp_path / "afile" / "t.csv")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "cannot write" in res.output and "afile is a file" in res.output

@@ -38,16 +38,17 @@ def run(methods, datasets_, seeds, overrides, preset, out_dir, device, root, ove
     plan = [(m, d, s) for d in dataset_names for m in method_names for s in seeds]
     # resolve every config first: a bad --set key fails before any work starts
     from tvr_bench.bench.config import resolve_config
-    from tvr_bench.bench.runner import resolve_device
+    from tvr_bench.bench.runner import preflight, resolve_device
 
     device = str(resolve_device(device))
-    for m, d, s in plan:
-        resolve_config(method_cls=METHODS.get(m), dataset_cls=DATASETS.get(d), preset=preset,
-                       overrides=list(overrides), seed=s, device=device)
+    for m, d, s in plan:  # ... and a stale record, an unwritable --out or a damaged checkpoint too
+        cfg, _ = resolve_config(method_cls=METHODS.get(m), dataset_cls=DATASETS.get(d), preset=preset,
+                                overrides=list(overrides), seed=s, device=device)
+        preflight(out_dir, cfg, overwrite=overwrite)
 
     def log(msg: str) -> None:
-        if not quiet or msg.startswith(("->", "==", "skip")):
-            click.echo(msg, err=msg.startswith("  "))
+        if not quiet or msg.startswith(("->", "==", "skip", "warning")):
+            click.echo(msg, err=msg.startswith(("  ", "warning")))
 
     from tvr_bench.bench.data.pipeline import DecodedClips
 

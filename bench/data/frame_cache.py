@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tvr_bench.bench.atomic import atomic_write, atomic_write_text, remove_stale_temps
 from tvr_bench.bench.errors import DataError
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
 #: Bump when what is stored changes (sampling, layout): old folders are then simply not read.
 CACHE_FORMAT = 1
 _SAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
-_TMP_PREFIX = ".tmp-"  # + writer pid: temporaries of dead writers are removed by the next prepare
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -252,41 +251,21 @@ class FrameCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_meta()
         path = self.entry_path(video_id, source)
-        fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "xb") as fh:
                 np.save(fh, cropped, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+
+        return atomic_write(path, write, point="frame_cache_write")
 
     def _write_meta(self) -> None:
         meta = self.dir / "meta.json"
-        if meta.exists():
-            return
-        fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=self.dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.params, fh, indent=1)
-            os.replace(tmp, meta)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if not meta.exists():
+            atomic_write_text(meta, json.dumps(self.params, indent=1))
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files left by killed writers (their process is gone)."""
-        if not self.dir.is_dir():
-            return 0
-        removed = 0
-        for tmp in self.dir.glob(f"{_TMP_PREFIX}*.tmp"):
-            m = re.match(rf"{re.escape(_TMP_PREFIX)}(\d+)-", tmp.name)
-            if m and _pid_alive(int(m.group(1))):
-                continue  # a live writer (this or a concurrent prepare) owns it
-            tmp.unlink(missing_ok=True)
-            removed += 1
-        return removed
+        return len(remove_stale_temps(self.dir))
 
     # -- decoding --
 
@@ -296,16 +275,6 @@ class FrameCache:
 
         frames = load_frames(source, self.max_frames, self.sample_fps)
         return self.preprocessor.crop(frames)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------------------------------------------

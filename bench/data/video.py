@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from tvr_bench.bench.atomic import atomic_write
 from tvr_bench.bench.errors import VideoError
 
 __all__ = [
@@ -364,11 +364,9 @@ def write_video(
     av = _av()
     codec = _pick_codec()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        options = {"movflags": "+faststart"} if faststart else {}
+    options = {"movflags": "+faststart"} if faststart else {}
+
+    def encode(tmp: Path) -> None:
         with av.open(str(tmp), mode="w", format="mp4", options=options) as container:
             stream = container.add_stream(codec, rate=Fraction(fps, 1))
             stream.width = width
@@ -385,10 +383,9 @@ def write_video(
                     container.mux(packet)
             for packet in stream.encode(None):
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, av.FFmpegError):
-            raise VideoError(f"cannot write video {path}: {exc}") from exc
-        raise
+
+    try:
+        atomic_write(path, encode, suffix=".mp4", point="video_write")  # the suffix tells the muxer the format
+    except av.FFmpegError as exc:
+        raise VideoError(f"cannot write video {path}: {exc}") from exc
     return path

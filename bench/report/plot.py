@@ -11,6 +11,8 @@ import io
 import os
 from pathlib import Path
 
+from tvr_bench.bench.atomic import atomic_write_bytes
+
 
 def plot_r1_vs_flops(points: list[dict], path: str | os.PathLike, *, title: str | None = None) -> Path:
     """Write the PNG atomically to ``path``. ``points``: dicts with dataset, method, flops, r1, source
@@ -58,20 +60,4 @@ def plot_r1_vs_flops(points: list[dict], path: str | os.PathLike, *, title: str 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    return _atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Temp file in the same folder, then ``os.replace``: readers never see a partial PNG."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(Path(path), buf.getvalue())
