@@ -213,8 +213,11 @@ def test_write_is_atomic_when_replace_fails(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(R.os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
+    from tvr_bench.bench import atomic
+    from tvr_bench.bench.errors import OutputError
+
+    monkeypatch.setattr(atomic.os, "replace", boom)
+    with pytest.raises(OutputError, match=r"cannot write .*glccl__synthetic__seed0\.json: disk full"):
         R.write_record(make_record(r1=20.0), tmp_path)
     assert good.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [good.name]

@@ -126,3 +126,12 @@ def test_checkpoints_load_weights_only(tmp_path):
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     _set_rng_state(load_checkpoint(tmp_path / "c.pt", "cpu")["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_msrvtt_by_default_reads_no_validation_split():
+    """MSR-VTT selects the last epoch by default, so a caption set without a 'validate' split is enough."""
+    from tvr_bench.bench.runner import needed_splits
+
+    cfg, _ = resolve_config(method_cls=METHODS.get("glccl"), dataset_cls=DATASETS.get("msrvtt"))
+    plugin = DATASETS.get("msrvtt")
+    assert needed_splits(cfg, plugin) == [plugin.train_split, plugin.test_split]
