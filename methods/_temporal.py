@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tvr_bench.bench.backbone import Backbone
+from tvr_bench.bench.errors import ConfigError
 
 
 TF_LAYERNORM_EPS = 1e-12  # CLIP4Clip's module_cross blocks use its TF-style LayerNorm
@@ -26,7 +27,7 @@ def clip_text_blocks(backbone: Backbone, num_layers: int, who: str) -> tuple[nn.
     width = backbone.embed_dim
     text_blocks = backbone.text_blocks()
     if backbone.spec.text_width != width or len(text_blocks) < num_layers:
-        raise ValueError(
+        raise ConfigError(
             f"{who} needs text width == embed dim and >= {num_layers} text blocks; backbone "
             f"{backbone.spec.name} has width {backbone.spec.text_width}, embed {width}, {len(text_blocks)} blocks"
         )
