@@ -73,7 +73,7 @@ def test_rerun_skips_finished_records(smoke_dir):
     out, _ = smoke_dir
     before = {p: p.stat().st_mtime_ns for p in out.glob("*.json")}
     res = invoke("run", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke", "--out", str(out))
-    assert res.exit_code == 0 and "record exists" in res.output
+    assert res.exit_code == 0 and "exists with these settings" in res.output
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.json")} == before
 
 

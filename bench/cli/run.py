@@ -19,7 +19,7 @@ import click
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Folder holding the dataset's annotation files and videos (sets data.root; one dataset).")
-@click.option("--overwrite", is_flag=True, help="Rerun even when a record exists.")
+@click.option("--overwrite", is_flag=True, help="Rerun even when a record exists (needed to replace a record made with other settings).")
 @click.option("--table/--no-table", default=True, show_default=True,
               help="Print the comparison table of the records in --out at the end.")
 @click.option("--quiet", is_flag=True, help="Only the summary lines.")
