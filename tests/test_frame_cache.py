@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tvr_bench.bench.data.pipeline import DecodedClips, FrameStore
-from tvr_bench.bench.errors import DataError
+from tvr_bench.bench.errors import DataError, OutputError
 from tvr_bench.bench.data.frame_cache import FrameCache, Preprocessor, eval_preprocess, prepare_frames
 from tvr_bench.bench.data.video import frames_to_tensor, load_frames
 from tvr_bench.bench.api.dataset import CaptionItem, Split, VideoItem
@@ -121,7 +121,7 @@ def test_prepare_resumes_and_cleans_up_after_an_interruption(tmp_path, prep, vid
     first = prepare_frames(cache, videos[:2], progress=False)
     assert first.written == 2
     # a writer killed mid-entry leaves only a temporary file (never a partial entry); pid 2**22+1 is not running
-    stale = cache.dir / f".tmp-{2**22 + 1}-abc.tmp"
+    stale = cache.dir / f".entry.npy.{2**22 + 1}.0123abcd.tmp"  # bench.atomic temp-name format
     stale.write_bytes(b"\x93NUMPY partial")
     again = prepare_frames(cache, videos, progress=False)
     assert (again.written, again.skipped) == (len(videos) - 2, 2)
@@ -141,7 +141,7 @@ def test_corrupt_videos_are_reported_and_skipped(tmp_path, prep, videos):
     assert res.written == 2
     assert sorted(f[0] for f in res.failed) == ["empty", "garbage"]
     assert any("empty.mp4" in f[2] for f in res.failed) and any("garbage.mp4" in f[2] for f in res.failed)
-    assert not cache.has("empty", bad_empty) and not list(cache.dir.glob(".tmp-*"))
+    assert not cache.has("empty", bad_empty) and not list(cache.dir.glob(".*.tmp"))
 
 
 def test_failed_write_leaves_nothing(tmp_path, prep, videos, monkeypatch):
@@ -152,9 +152,9 @@ def test_failed_write_leaves_nothing(tmp_path, prep, videos, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="disk full"):  # one line naming the entry, not a traceback
         cache.store(vid, path, cache.decode(path))
-    assert not list(cache.dir.glob("*.npy")) and not list(cache.dir.glob(".tmp-*"))
+    assert not list(cache.dir.glob("*.npy")) and not list(cache.dir.glob(".*.tmp"))
 
 
 def test_damaged_or_stale_entries_fall_back_to_decoding(tmp_path, tiny_backbone, prep, split, videos):
