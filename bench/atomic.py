@@ -138,7 +138,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Delete temp files of :func:`atomic_write` left in ``folder`` by writers that are no longer running.
 
     A live writer's temp files (this process's, or a concurrent run's) are kept. Returns what was removed.
@@ -147,7 +147,7 @@ def remove_stale_temps(folder: str | os.PathLike, *, recursive: bool = False) ->
     if not folder.is_dir():
         return []
     removed = []
-    for p in (folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")):
+    for p in folder.glob(".*.tmp*"):
         m = _TEMP.match(p.name)
         if m is None or not p.is_file() or _pid_alive(int(m.group("pid"))):
             continue

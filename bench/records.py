@@ -40,7 +40,6 @@ __all__ = [
     "record_label",
     "record_key",
     "write_record",
-    "atomic_write_text",
     "load_record",
     "load_records",
     "record_exists",

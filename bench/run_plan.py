@@ -43,10 +43,13 @@ def _flatten(d: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, list(d) if isinstance(d, tuple) else d
 
 
+def _result_relevant(cfg: dict) -> dict[str, Any]:
+    return {k: v for k, v in _flatten(cfg) if not any(k == n or k.startswith(n + ".") for n in RESULT_NEUTRAL_KEYS)}
+
+
 def config_differences(requested: dict, recorded: dict) -> list[tuple[str, Any, Any]]:
     """``(key, recorded value, requested value)`` for every result-relevant key that differs (sorted)."""
-    a = {k: v for k, v in _flatten(recorded) if not any(k == n or k.startswith(n + ".") for n in RESULT_NEUTRAL_KEYS)}
-    b = {k: v for k, v in _flatten(requested) if not any(k == n or k.startswith(n + ".") for n in RESULT_NEUTRAL_KEYS)}
+    a, b = _result_relevant(recorded), _result_relevant(requested)
     missing = object()
     return [(k, a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys())
             if a.get(k, missing) != b.get(k, missing)]

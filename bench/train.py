@@ -10,6 +10,7 @@ to initialise the process group: every rank then scores the whole global batch, 
 from __future__ import annotations
 
 import contextlib
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ def checkpoint_read_problem(path: Path, exc: BaseException) -> str:
             return "not a complete PyTorch checkpoint: truncated, or not a checkpoint at all"
     except OSError as e:
         return e.strerror or str(e)
-    if isinstance(exc, __import__("pickle").UnpicklingError):
+    if isinstance(exc, pickle.UnpicklingError):
         return "it holds objects other than tensors and plain values (refused: loading it would run its code)"
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
 

@@ -45,7 +45,8 @@ def baseline(runs, out_path, reference_seed, k, borrow_spread, description):
     import json
 
     from tvr_bench.bench.report.check import build_baseline
-    from tvr_bench.bench.records import atomic_write_text, load_records
+    from tvr_bench.bench.atomic import atomic_write_text
+    from tvr_bench.bench.records import load_records
 
     data = build_baseline(load_records(runs), reference_seed=reference_seed, k=k, borrow=borrow_spread,
                           description=description)

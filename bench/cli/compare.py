@@ -19,7 +19,8 @@ import click
 def compare(paths, csv_path, latex_path, per_seed, published, report_path):
     """Print a methods x (metrics, cost) table of the run records in PATHS (files or folders)."""
     from tvr_bench.bench.report.compare import comparison_table, write_report
-    from tvr_bench.bench.records import atomic_write_text, load_records
+    from tvr_bench.bench.atomic import atomic_write_text
+    from tvr_bench.bench.records import load_records
 
     records = [r for p in paths for r in load_records(p)]
     agg = not per_seed

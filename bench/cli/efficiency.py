@@ -57,7 +57,8 @@ def efficiency(methods, datasets_, device, out_dir, max_seconds, galleries, bloc
     from tvr_bench.bench.cost.efficiency import Settings, parse_datasets, run_study
     from tvr_bench.bench.report.efficiency_table import efficiency_table
     from tvr_bench.bench.errors import ConfigError
-    from tvr_bench.bench.records import atomic_write_text, load_record, load_records
+    from tvr_bench.bench.atomic import atomic_write_text
+    from tvr_bench.bench.records import load_record, load_records
     from tvr_bench.bench.registry import METHODS
     from tvr_bench.bench.runner import resolve_device
 

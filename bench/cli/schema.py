@@ -13,7 +13,7 @@ import click
 def schema(out_path):
     """Print (or write) the JSON Schema that every run record follows."""
     from tvr_bench.bench.record_model import json_schema_text
-    from tvr_bench.bench.records import atomic_write_text
+    from tvr_bench.bench.atomic import atomic_write_text
 
     text = json_schema_text()
     if out_path:

@@ -248,8 +248,7 @@ class FrameCache:
     def store(self, video_id: str, source: Path, cropped: np.ndarray) -> Path:
         """Write one entry atomically."""
         cropped = np.ascontiguousarray(cropped, dtype=np.uint8)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._write_meta()
+        self._write_meta()  # creates the folder
         path = self.entry_path(video_id, source)
 
         def write(tmp: Path) -> None:

@@ -363,7 +363,6 @@ def write_video(
 
     av = _av()
     codec = _pick_codec()
-    path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "+faststart"} if faststart else {}
 
     def encode(tmp: Path) -> None:

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tvr_bench.bench.errors import BenchError
+from tvr_bench.bench.atomic import atomic_write_text
 from tvr_bench.bench.records import (
-    atomic_write_text,
     record_key,
     record_label,
     records_to_frame,
