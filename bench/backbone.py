@@ -13,6 +13,7 @@ as the CLIP4Clip lineage does.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 from dataclasses import dataclass
@@ -68,6 +69,40 @@ class BackboneSpec:
     quick_gelu: bool = False  # activation actually built (OpenAI CLIP weights need QuickGELU)
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """What a method's options are checked against before anything is built: read from the open_clip model
+    config (no weights, no model), so a bad ``method.temporal_layers`` fails at config time, not after data."""
+    name: str
+    embed_dim: int
+    text_width: int
+    text_layers: int
+    text_context: int
+    vision_layers: int
+
+
+def known_model(name: str):
+    """open_clip, after checking ``name`` is one of its models (did-you-mean on a typo)."""
+    open_clip = import_open_clip()
+    available = open_clip.list_models()
+    if name not in available:
+        close = difflib.get_close_matches(name, available, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown open_clip model {name!r} (backbone.name).{hint}")
+    return open_clip
+
+
+def architecture(name: str) -> Architecture:
+    cfg = known_model(name).get_model_config(name) or {}
+    text, vision = cfg.get("text_cfg", {}), cfg.get("vision_cfg", {})
+    vision_layers = vision.get("layers", 12)
+    if not isinstance(vision_layers, int):  # ResNet towers give a per-stage list; no transformer blocks
+        vision_layers = 0
+    return Architecture(name=name, embed_dim=int(cfg.get("embed_dim", 512)), text_width=int(text.get("width", 512)),
+                        text_layers=int(text.get("layers", 12)), text_context=int(text.get("context_length", 77)),
+                        vision_layers=int(vision_layers))
+
+
 class Backbone(nn.Module):
     """An open_clip CLIP model plus the preprocessing and tokenizer that belong to it."""
 
@@ -89,6 +124,14 @@ class Backbone(nn.Module):
         """CLIP4Clip-lineage trainers clamp logit_scale to <= ln(100) after each step."""
         with torch.no_grad():
             self.clip.logit_scale.clamp_(max=float(torch.log(torch.tensor(max_scale))))
+
+    @property
+    def architecture(self) -> Architecture:
+        """The built model's :class:`Architecture` (the same numbers :func:`architecture` reads from a config)."""
+        vision = getattr(self.clip.visual, "transformer", None)
+        return Architecture(name=self.spec.name, embed_dim=self.embed_dim, text_width=self.spec.text_width,
+                            text_layers=len(self.text_blocks()), text_context=self.spec.text_context,
+                            vision_layers=len(vision.resblocks) if vision is not None else 0)
 
     def text_blocks(self) -> nn.ModuleList:
         return self.clip.transformer.resblocks
@@ -239,14 +282,7 @@ def build_backbone(name: str, pretrained: str | None = None, *, device: str | to
     and open_clip would only warn about the mismatch. True/False forces it; a forced value that contradicts
     the weights is refused.
     """
-    open_clip = import_open_clip()
-    available = open_clip.list_models()
-    if name not in available:
-        import difflib
-
-        close = difflib.get_close_matches(name, available, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown open_clip model {name!r} (backbone.name).{hint}")
+    open_clip = known_model(name)
     pretrained = _resolve_pretrained(pretrained)
     local_sd, local_openai = None, False
     if pretrained is not None and _is_local(pretrained):

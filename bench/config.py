@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from tvr_bench.bench.backbone import architecture
 from tvr_bench.bench.config_schema import SECTIONS, check_section, coerce_raw, method_options_model
 from tvr_bench.bench.errors import ConfigError
 
@@ -186,8 +187,11 @@ def resolve_config(
     cfg["run"] = {"method": method_cls.info.name, "dataset": dataset_cls.info.name, "seed": seed,
                   "device": device, "preset": preset, "overrides": applied}
     validate_config(cfg)
-    # method.* options: typed from the official defaults, checked here, before any data is read
+    # method.* options: typed from the official defaults, checked here against the backbone's model config
+    # (no weights, no data), so e.g. a seqTransf deeper than the text tower fails before any work
     cfg["method"] = check_section("method", cfg["method"], method_options_model(method_cls))
+    method_cls.check_options(cfg["method"], architecture(cfg["backbone"]["name"]),
+                             max_frames=cfg["data"]["max_frames"])
     return cfg, applied
 
 

@@ -119,11 +119,14 @@ def coerce_raw(current: Any, raw: str, value: Any) -> Any:
 def method_options_model(method_cls) -> type[BaseModel]:
     """A typed model of a method's ``method.*`` options, from the types of its official defaults: booleans stay
     booleans (``Flase`` is refused), counts are non-negative integers, weights/temperatures/rates are finite
-    non-negative numbers, strings stay strings. Unknown keys are refused."""
+    non-negative numbers, strings stay strings; a method's ``OPTION_TYPES`` narrow that (choices, bounds).
+    Unknown keys are refused."""
     fields: dict[str, Any] = {}
     for key, default in method_cls.default_options().items():
-        if isinstance(default, bool):
-            typ: Any = bool
+        if key in method_cls.OPTION_TYPES:
+            typ: Any = method_cls.OPTION_TYPES[key]
+        elif isinstance(default, bool):
+            typ = bool
         elif isinstance(default, int):
             typ = Annotated[int, Field(ge=0, strict=True)]
         elif isinstance(default, float):

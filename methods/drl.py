@@ -31,13 +31,16 @@ One guard, inactive wherever the official loss is finite: a CDCR channel with ze
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.registry import register_method
 
-from tvr_bench.bench.api.method import RetrievalMethod, State, l2norm
+from tvr_bench.bench.api.method import POSITIVE_INT, RetrievalMethod, State, l2norm
 from tvr_bench.methods._temporal import SeqTransf
 
 
@@ -104,17 +107,18 @@ class DRL(RetrievalMethod):
         "temporal_layers": 4,
         "max_over_valid_only": False,  # not official: padding enters the max as -inf instead of 0
     }
+    OPTION_TYPES = {"interaction": Literal["wti", "ti"], "cdcr": Literal[0, 2, 3], "temporal_layers": POSITIVE_INT}
+
+    @classmethod
+    def check_options(cls, options, arch, *, max_frames):
+        super().check_options(options, arch, max_frames=max_frames)
+        if options["cdcr"] == 3 and options["interaction"] != "wti":
+            raise ConfigError("drl: method.cdcr=3 weights by the WTI weights; with method.interaction=ti set "
+                              "method.cdcr=2 (the official TI recipe) or 0")
 
     def __init__(self, backbone, options, *, max_frames, max_words):
         super().__init__(backbone, options, max_frames=max_frames, max_words=max_words)
-        interaction, cdcr = self.options["interaction"], int(self.options["cdcr"])
-        if interaction not in ("wti", "ti"):
-            raise ValueError(f"drl: method.interaction must be 'wti' or 'ti', got {interaction!r}")
-        if cdcr not in (0, 2, 3):
-            raise ValueError(f"drl: method.cdcr must be 0, 2 or 3, got {cdcr}")
-        if cdcr == 3 and interaction != "wti":
-            raise ValueError("drl: cdcr 3 weights by the WTI weights; with interaction 'ti' set method.cdcr=2 "
-                             "(the official TI recipe) or 0")
+        interaction = self.options["interaction"]
         self.temporal = SeqTransf(backbone, int(self.options["temporal_layers"]))
         if interaction == "wti":
             self.text_weight_fc = weight_mlp(backbone.embed_dim)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.api.method import POSITIVE_INT
 from tvr_bench.bench.registry import register_method
 
 from tvr_bench.methods._temporal import SeqTransf
@@ -33,6 +34,7 @@ class SeqTransfPooling(MeanPooling):
         },
     )
     OPTIONS = {"temporal_layers": 4}
+    OPTION_TYPES = {"temporal_layers": POSITIVE_INT}
 
     def __init__(self, backbone, options, *, max_frames, max_words):
         super().__init__(backbone, options, max_frames=max_frames, max_words=max_words)

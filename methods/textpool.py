@@ -42,6 +42,8 @@ optimiser is CLIP4Clip's BertAdam + warm-up cosine, which GLSCL also uses).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from tvr_bench.bench.api.metadata import MethodInfo
@@ -84,10 +86,10 @@ class TextConditionedPooling(RetrievalMethod):
         "temporal_layers": 4,
     }
 
+    OPTION_TYPES = {"mask_mode": Literal[MASK_MODES]}  # temporal_layers 0 is allowed: pool the raw frames
+
     def __init__(self, backbone, options, *, max_frames, max_words):
         super().__init__(backbone, options, max_frames=max_frames, max_words=max_words)
-        if self.options["mask_mode"] not in MASK_MODES:
-            raise ValueError(f"method.mask_mode must be one of {MASK_MODES}, got {self.options['mask_mode']!r}")
         layers = int(self.options["temporal_layers"])
         self.temporal = SeqTransf(backbone, layers) if layers > 0 else None
 

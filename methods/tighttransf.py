@@ -26,7 +26,7 @@ import torch
 from tvr_bench.bench.api.metadata import MethodInfo
 from tvr_bench.bench.registry import register_method
 
-from tvr_bench.bench.api.method import RetrievalMethod, State
+from tvr_bench.bench.api.method import DROPOUT, POSITIVE_INT, RetrievalMethod, State, need_positions, need_text_blocks
 from tvr_bench.methods._crossencoder import CrossEncoder
 
 
@@ -58,13 +58,19 @@ class TightTransf(RetrievalMethod):
         "pair_chunk": 4096,  # pairs per cross-encoder call (memory bound only; results do not depend on it)
     }
 
+    OPTION_TYPES = {"cross_layers": POSITIVE_INT, "embedding_dropout": DROPOUT, "train_loss_groups": POSITIVE_INT,
+                    "pair_chunk": POSITIVE_INT}
+
+    @classmethod
+    def check_options(cls, options, arch, *, max_frames):
+        super().check_options(options, arch, max_frames=max_frames)
+        need_text_blocks(arch, options["cross_layers"], "method.cross_layers")
+        need_positions(arch, max_frames + 1, "the cross encoder ([EOT] + max_frames)")
+
     def __init__(self, backbone, options, *, max_frames, max_words):
         super().__init__(backbone, options, max_frames=max_frames, max_words=max_words)
         self.cross = CrossEncoder(backbone, int(self.options["cross_layers"]),
                                   float(self.options["embedding_dropout"]))
-        if max_frames + 1 > self.cross.position_embeddings.num_embeddings:
-            raise ValueError(f"tighttransf: 1 + max_frames = {max_frames + 1} exceeds the position table "
-                             f"({self.cross.position_embeddings.num_embeddings})")
 
     def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
         sentence, _ = self.backbone.encode_text_tokens(tokens)

@@ -43,6 +43,8 @@ scripts cover MSR-VTT and VATEX only, 12 frames).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -50,7 +52,7 @@ from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.api.metadata import MethodInfo
 from tvr_bench.bench.registry import register_method
 
-from tvr_bench.bench.api.method import RetrievalMethod, State, l2norm
+from tvr_bench.bench.api.method import POSITIVE_INT, RetrievalMethod, need_positions, State, l2norm
 from tvr_bench.methods._temporal import SeqTransf
 from tvr_bench.methods._vision_hooks import encode_frame_tokens
 
@@ -195,21 +197,22 @@ class TS2Net(RetrievalMethod):
         "fix_token_mask": False,  # True: per-frame token mask (not official)
         "register_unused": False,  # True: also build the unused text selector and video prompt encoder
     }
+    OPTION_TYPES = {"temporal_layers": POSITIVE_INT, "shift_div": POSITIVE_INT, "topk_samples": POSITIVE_INT,
+                    "eval_topk": Literal["perturbed", "hard"]}
+
+    @classmethod
+    def check_options(cls, options, arch, *, max_frames):
+        super().check_options(options, arch, max_frames=max_frames)
+        if options["shift_layers"] > arch.vision_layers:
+            raise ConfigError(f"method.shift_layers={options['shift_layers']}: the vision tower of {arch.name} has "
+                              f"{arch.vision_layers} blocks; accepted: 0..{arch.vision_layers}")
+        need_positions(arch, max_frames * (options["topk"] + 1), "ts2net's seqTransf (max_frames x (topk+1))",
+                       "lower data.max_frames or method.topk")
 
     def __init__(self, backbone, options, *, max_frames, max_words):
         super().__init__(backbone, options, max_frames=max_frames, max_words=max_words)
         opts = self.options
-        if opts["eval_topk"] not in ("perturbed", "hard"):
-            raise ConfigError(f"method.eval_topk must be 'perturbed' or 'hard', got {opts['eval_topk']!r}")
-        n_blocks = len(backbone.clip.visual.transformer.resblocks)
-        if not 0 <= int(opts["shift_layers"]) <= n_blocks:
-            raise ConfigError(f"method.shift_layers={opts['shift_layers']} but the vision tower has {n_blocks} blocks")
         self.temporal = SeqTransf(backbone, int(opts["temporal_layers"]))
-        n_tokens = max_frames * (int(opts["topk"]) + 1)
-        n_pos = self.temporal.frame_position_embeddings.num_embeddings
-        if n_tokens > n_pos:
-            raise ConfigError(f"ts2net feeds max_frames x (topk+1) = {n_tokens} tokens to seqTransf, whose position "
-                              f"table has {n_pos} rows (the text context of {backbone.spec.name})")
         dim = backbone.embed_dim
         self.visual_token_selector = TokenSelector(dim, int(opts["topk"]), int(opts["topk_samples"]),
                                                    float(opts["topk_sigma"]))

@@ -21,7 +21,7 @@ import torch
 from tvr_bench.bench.api.metadata import MethodInfo
 from tvr_bench.bench.registry import register_method
 
-from tvr_bench.bench.api.method import RetrievalMethod, State, l2norm, masked_mean
+from tvr_bench.bench.api.method import POSITIVE_INT, RetrievalMethod, State, l2norm, masked_mean
 from tvr_bench.methods._multigrained import MultiGrainedWeights, aosm_scores, multigrained_scores
 from tvr_bench.methods._temporal import SeqTransf
 
@@ -48,6 +48,7 @@ class XCLIP(RetrievalMethod):
         },
     )
     OPTIONS = {"aosm_temperature": 0.01, "mask_padding": False, "temporal_layers": 4}
+    OPTION_TYPES = {"temporal_layers": POSITIVE_INT}
 
     def __init__(self, backbone, options, *, max_frames, max_words):
         super().__init__(backbone, options, max_frames=max_frames, max_words=max_words)

@@ -49,14 +49,16 @@ defaults), gradient clip 1.0, dropout 0.3. Text: max_words 77 — confirmed: the
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import nn
 
 from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.registry import register_method
 
-from tvr_bench.bench.api.method import RetrievalMethod, State, l2norm
+from tvr_bench.bench.api.method import DROPOUT, POSITIVE_INT, RetrievalMethod, State, l2norm
 
 PADDING_MODES = ("repeat_last", "none", "mask")
 
@@ -124,10 +126,17 @@ class XPool(RetrievalMethod):
     )
     OPTIONS = {"num_heads": 1, "dropout": 0.3, "padding": "repeat_last", "fold_out_proj": False}
 
+    OPTION_TYPES = {"num_heads": POSITIVE_INT, "dropout": DROPOUT, "padding": Literal[PADDING_MODES]}
+
+    @classmethod
+    def check_options(cls, options, arch, *, max_frames):
+        super().check_options(options, arch, max_frames=max_frames)
+        if arch.embed_dim % options["num_heads"]:
+            raise ConfigError(f"method.num_heads={options['num_heads']} must divide the embed dim "
+                              f"{arch.embed_dim} of {arch.name}")
+
     def __init__(self, backbone, options, *, max_frames, max_words):
         super().__init__(backbone, options, max_frames=max_frames, max_words=max_words)
-        if self.options["padding"] not in PADDING_MODES:
-            raise ValueError(f"method.padding must be one of {PADDING_MODES}, got {self.options['padding']!r}")
         self.pool = XPoolTransformer(backbone.embed_dim, int(self.options["num_heads"]), float(self.options["dropout"]))
 
     def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:

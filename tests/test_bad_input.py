@@ -23,6 +23,21 @@ BAD = [
     ("glccl", "method.text_guided=Flase", "method.text_guided"),
     ("seqtransf", "method.temporal_layers=-1", "method.temporal_layers"),
     ("xpool", "method.num_heads=1.5", "method.num_heads"),
+    # per-method choices and ranges, some against the backbone's model config (checked before data is read)
+    ("seqtransf", "method.temporal_layers=99", "method.temporal_layers=99: the blocks are copied from the text tower"),
+    ("seqtransf", "method.temporal_layers=0", "method.temporal_layers"),
+    ("seqtransf", "data.max_frames=40", "40 tokens to a position table of 32 rows"),
+    ("drl", "method.interaction=ti", "method.cdcr=3"),
+    ("drl", "method.cdcr=1", "method.cdcr"),
+    ("xpool", "method.num_heads=3", "method.num_heads=3 must divide the embed dim 64"),
+    ("xpool", "method.dropout=1.5", "method.dropout"),
+    ("xpool", "method.padding=zero", "method.padding='zero'"),
+    ("textpool", "method.mask_mode=bogus", "method.mask_mode"),
+    ("ts2net", "method.shift_layers=5", "method.shift_layers=5: the vision tower of tvr-tiny has 2 blocks"),
+    ("ts2net", "method.topk=9", "method.topk"),
+    ("tighttransf", "method.cross_layers=7", "method.cross_layers"),
+    ("tighttransf", "method.pair_chunk=0", "method.pair_chunk"),
+    ("meanp", "backbone.name=tvr-tiy", "Did you mean: tvr-tiny"),
 ]
 
 
@@ -42,14 +57,15 @@ def test_misspelt_bool_gets_did_you_mean():
 
 @pytest.mark.parametrize("method,override,culprit", BAD)
 def test_bad_set_fails_before_work(tmp_path, method, override, culprit):
-    out = tmp_path / "out"
+    out, cache = tmp_path / "out", tmp_path / "cache"
     res = CliRunner().invoke(main, ["run", "--method", method, "--dataset", "synthetic", "--preset", "smoke",
-                                    "--set", override, "--out", str(out), "--no-table"])
+                                    "--set", override, "--set", f"data.cache_dir={cache}", "--out", str(out),
+                                    "--no-table"])
     assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output
     lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and culprit in lines[0]
-    assert not out.exists()  # nothing written: failed before any data or training
+    assert not out.exists() and not cache.exists()  # nothing written: failed before any data or training
 
 
 def test_bad_device(tmp_path):

@@ -14,6 +14,8 @@ import math
 import pytest
 import torch
 
+from tvr_bench.bench.errors import ConfigError
+
 D = 64  # tvr-tiny embed dim
 NT, NV, L, F = 3, 4, 5, 6
 
@@ -270,9 +272,9 @@ def test_no_cdcr_outside_training_and_configuration_errors(make_method, backbone
     text, video = _states(m, W, Z, tmask, vmask)
     logits, parts = m.score_with_parts(text, video)  # eval mode
     assert parts == {} and m.extra_losses(logits, parts) == {}
-    with pytest.raises(ValueError, match="cdcr"):
+    with pytest.raises(ConfigError, match="cdcr"):
         make_method("drl", backbone, max_frames=F, max_words=L, interaction="ti")  # cdcr 3 needs WTI weights
-    with pytest.raises(ValueError, match="interaction"):
+    with pytest.raises(ConfigError, match="interaction"):
         make_method("drl", backbone, max_frames=F, max_words=L, interaction="xti")
 
 

@@ -115,3 +115,25 @@ def test_parameter_count_equals_analytic(name, vit_b32, make_method):
     assert info.extra_params is not None, f"{name}: declare the analytic extra_params at ViT-B/32"
     m = make_method(name, vit_b32, max_frames=12, max_words=32)
     assert param_counts(m)["head"] == info.extra_params
+
+
+def test_config_time_architecture_matches_the_built_backbone(tiny_backbone, vit_b32):
+    """Options are checked at config time against the model config; the numbers must be the built model's."""
+    from tvr_bench.bench.backbone import architecture
+
+    assert architecture("tvr-tiny") == tiny_backbone.architecture
+    assert architecture("ViT-B-32") == vit_b32.architecture
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_official_defaults_pass_the_option_checks_at_paper_scale(name):
+    """Every method's defaults (and its official recipes' options) are accepted on OpenAI's ViT-B/32."""
+    from tvr_bench.bench.backbone import architecture
+    from tvr_bench.bench.config_schema import check_section, method_options_model
+
+    cls = METHODS.get(name)
+    arch = architecture("ViT-B-32-quickgelu")
+    for recipe in [{}, *cls.info.official.values()]:
+        options = check_section("method", {**cls.default_options(), **recipe.get("method", {})},
+                                method_options_model(cls))
+        cls.check_options(options, arch, max_frames=recipe.get("data", {}).get("max_frames", 12))

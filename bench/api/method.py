@@ -16,15 +16,21 @@ InfoNCE over the returned logits.
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from tvr_bench.bench.api.state import State
-from tvr_bench.bench.backbone import Backbone
 from tvr_bench.bench.api.metadata import MethodInfo
+from tvr_bench.bench.backbone import Architecture, Backbone
+from tvr_bench.bench.config_schema import check_section, method_options_model
+from tvr_bench.bench.errors import ConfigError
 
+#: option types for OPTION_TYPES (``Literal[...]`` for choices)
+POSITIVE_INT = Annotated[int, Field(ge=1, strict=True)]
+DROPOUT = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 
 
 class RetrievalMethod(nn.Module):
@@ -32,14 +38,30 @@ class RetrievalMethod(nn.Module):
     #: method.* options and their defaults (the official behaviour); deviations are named options, off by default
     OPTIONS: ClassVar[dict[str, Any]] = {}
 
+    #: pydantic types narrower than the one inferred from a default (choices, bounds); see method_options_model
+    OPTION_TYPES: ClassVar[dict[str, Any]] = {}
+
     @classmethod
     def default_options(cls) -> dict[str, Any]:
         return copy.deepcopy(cls.OPTIONS)
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any], arch: Architecture, *, max_frames: int) -> None:
+        """Checks that need the backbone or several options at once; a ConfigError names the key. The harness
+        calls it at config time, from the model config alone (no weights, no data), and again when the method is
+        built. Subclasses extend it (``super().check_options(...)`` first). Every method whose seqTransf is
+        initialised from CLIP text blocks 0..n-1 needs n text blocks and text width == embed dim."""
+        layers = options.get("temporal_layers")
+        if layers:
+            need_text_blocks(arch, int(layers), "method.temporal_layers")
+            need_positions(arch, max_frames, "seqTransf")
+
     def __init__(self, backbone: Backbone, options: dict[str, Any], *, max_frames: int, max_words: int):
         super().__init__()
+        options = check_section("method", dict(options), method_options_model(type(self)))
+        type(self).check_options(options, backbone.architecture, max_frames=max_frames)
         self.backbone = backbone
-        self.options = dict(options)
+        self.options = options
         self.max_frames = max_frames
         self.max_words = max_words
 
@@ -81,6 +103,23 @@ class RetrievalMethod(nn.Module):
     def new_parameters(self) -> list[nn.Parameter]:
         backbone_ids = {id(p) for p in self.backbone.parameters()}
         return [p for p in self.parameters() if id(p) not in backbone_ids]
+
+
+def need_text_blocks(arch: Architecture, n: int, key: str) -> None:
+    """``key`` copies CLIP text blocks 0..n-1 into a video-side transformer (CLIP4Clip's initialisation)."""
+    if n > arch.text_layers:
+        raise ConfigError(f"{key}={n}: the blocks are copied from the text tower of {arch.name}, which has "
+                          f"{arch.text_layers} blocks; at most {arch.text_layers}")
+    if n and arch.text_width != arch.embed_dim:
+        raise ConfigError(f"{key}={n} needs text width == embed dim; {arch.name} has width {arch.text_width}, "
+                          f"embed {arch.embed_dim}")
+
+
+def need_positions(arch: Architecture, n: int, who: str, fix: str = "lower data.max_frames") -> None:
+    """``who`` adds a position table initialised from CLIP's text positions (``text_context`` rows) to n tokens."""
+    if n > arch.text_context:
+        raise ConfigError(f"{who} feeds {n} tokens to a position table of {arch.text_context} rows (the text "
+                          f"context of {arch.name}); {fix}")
 
 
 def l2norm(x: torch.Tensor) -> torch.Tensor:
