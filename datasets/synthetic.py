@@ -51,6 +51,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from tvr_bench.bench.atomic import atomic_write_text
 from tvr_bench.bench.errors import ConfigError, DataError
 from tvr_bench.bench.api.metadata import DatasetInfo
 from tvr_bench.bench.registry import register_dataset
@@ -407,20 +408,6 @@ def _build_split(split: str, n_videos: int, p: dict[str, Any]) -> tuple[list[dic
 # --------------------------------------------------------------------------------------------
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=False, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def generate_synthetic(
     root: Path,
     *,
@@ -481,7 +468,8 @@ def generate_synthetic(
         },
         "splits": splits,
     }
-    _write_json_atomic(ann_path, annotations)
+    atomic_write_text(ann_path, json.dumps(annotations, indent=1, ensure_ascii=False) + "\n",
+                      point="synthetic_annotations")
     return ann_path
 
 
@@ -594,6 +582,10 @@ def ensure_synthetic(cache_dir: str | os.PathLike, **params: Any) -> Path:
     with _file_lock(cache_dir / f".{name}.lock"):
         if _is_complete(ann_path, fp):
             return ann_path
+        # Holding the lock, no other generation of this benchmark is alive: a temp or stale folder here is
+        # what a killed generation left behind (up to the whole benchmark's videos).
+        for litter in [*cache_dir.glob(f".{name}.tmp-*"), *cache_dir.glob(f".{name}.stale-*")]:
+            shutil.rmtree(litter, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache_dir))
         try:
             generate_synthetic(tmp, **p)
