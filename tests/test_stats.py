@@ -120,7 +120,7 @@ def test_unknown_metric_rejected(metric):
         S.metric_from_ranks([1, 2], metric)
 
 
-@pytest.mark.parametrize("bad", [[], [0, 1], [1, float("nan")], [[1, 2]], ["a"]])
+@pytest.mark.parametrize("bad", [[], [0, 1], [1, float("nan")], [[[1, 2]]], [[1, 0]], ["a"]])
 def test_bad_ranks_rejected(bad):
     with pytest.raises(ValueError):
         S.metric_from_ranks(np.array(bad), "R@1")
@@ -435,3 +435,90 @@ def test_best_group_rule_with_tied_leaders():
     assert build("R@1", {"L1": 50.0, "L2": 50.0, "M": 49.0, "far": 10.0}).best_group() == {"L1", "L2", "M"}
     # Lower is better for MnR: the same estimates now make "far" the sole leader, separated from everyone.
     assert build("MnR", {"L1": 50.0, "L2": 50.0, "M": 49.0, "far": 10.0}).best_group() == {"far"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# several seeds: [seeds, queries] arrays
+
+
+def _seed_matrix(n_seeds: int, n: int, seed: int, high: int = 30) -> np.ndarray:
+    return np.stack([_ranks(n, seed + s, high) for s in range(n_seeds)])
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_one_seed_matrix_equals_the_vector(metric):
+    r = _ranks(41, 8)
+    assert S.metric_from_ranks(r[None, :], metric) == S.metric_from_ranks(r, metric)
+    assert S.bootstrap_ci(r[None, :], metric, n_boot=200, seed=4) == S.bootstrap_ci(r, metric, n_boot=200, seed=4)
+    o = _ranks(41, 9)
+    assert S.paired_test(r[None, :], o[None, :], metric, n_resamples=300, seed=1) == \
+        S.paired_test(r, o, metric, n_resamples=300, seed=1)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_seed_metric_is_the_mean_of_per_seed_metrics(metric):
+    m = _seed_matrix(3, 29, 5)
+    assert S.metric_from_ranks(m, metric) == pytest.approx(sum(_loop_metric(row, metric) for row in m) / 3,
+                                                           rel=1e-12)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_two_stage_bootstrap_equals_loop(metric):
+    """Replicate b: queries drawn from default_rng(seed), seeds from default_rng([seed, 1]), one row at a time."""
+    m = _seed_matrix(3, 23, 2)
+    n_boot, seed = 250, 6
+    q_rng, s_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+    reps = []
+    for _ in range(n_boot):
+        idx = q_rng.integers(0, 23, size=23)
+        pick = s_rng.integers(0, 3, size=3)
+        reps.append(sum(_loop_metric([m[s][i] for i in idx], metric) for s in pick) / 3)
+    low, high = S.bootstrap_ci(m, metric, n_boot=n_boot, seed=seed)
+    want = np.quantile(reps, [0.025, 0.975])
+    assert low == pytest.approx(want[0], rel=1e-12) and high == pytest.approx(want[1], rel=1e-12)
+
+
+def test_two_stage_bootstrap_is_chunk_invariant_and_wider_with_seed_noise(monkeypatch):
+    rng = np.random.default_rng(0)
+    base = rng.integers(1, 40, size=200)
+    noisy = np.stack([np.clip(base + rng.integers(-15, 16, size=200), 1, None) for _ in range(4)])
+    ref = S.bootstrap_ci(noisy, "R@5", n_boot=400, seed=3)
+    monkeypatch.setattr(S, "_CHUNK_ELEMS", 1000)
+    assert S.bootstrap_ci(noisy, "R@5", n_boot=400, seed=3) == ref
+    monkeypatch.undo()
+    same = np.stack([noisy[0]] * 4)  # four identical seeds: no seed noise, the query-only interval
+    assert S.bootstrap_ci(same, "R@5", n_boot=400, seed=3) == pytest.approx(
+        S.bootstrap_ci(noisy[0], "R@5", n_boot=400, seed=3), rel=1e-12)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_multi_seed_paired_test_equals_loop(metric):
+    a, b = _seed_matrix(3, 30, 1, high=12), _seed_matrix(2, 30, 7, high=12)
+    n_res, seed = 300, 5
+    rng = np.random.default_rng(seed)
+    if metric == "MdR":
+        le = ge = 0
+        for _ in range(n_res):
+            idx = rng.integers(0, 30, size=30)
+            da = sum(statistics.median([float(row[i]) for i in idx]) for row in a) / len(a)
+            db = sum(statistics.median([float(row[i]) for i in idx]) for row in b) / len(b)
+            le += da - db <= 0
+            ge += da - db >= 0
+        want = min(1.0, 2.0 * min(le + 1, ge + 1) / (n_res + 1))
+    else:
+        def q(row, i):
+            return float(row[i]) if metric == "MnR" else float(row[i] <= int(metric[2:]))
+        diffs = [sum(q(r, i) for r in a) / len(a) - sum(q(r, i) for r in b) / len(b) for i in range(30)]
+        diffs = [d for d in diffs if d != 0]
+        observed = abs(sum(diffs))
+        extreme = 0
+        for _ in range(n_res):
+            bits = rng.integers(0, 2, size=len(diffs))
+            extreme += abs(sum(d if bit == 0 else -d for d, bit in zip(diffs, bits))) >= observed - 1e-9 * max(1, observed)
+        want = (1 + extreme) / (1 + n_res)
+    assert S.paired_test(a, b, metric, n_resamples=n_res, seed=seed) == want
+
+
+def test_multi_seed_query_count_mismatch_is_named():
+    with pytest.raises(ValueError, match="ranks_a has 5, ranks_b has 6"):
+        S.paired_test(_seed_matrix(2, 5, 0), _seed_matrix(2, 6, 0), "R@1")

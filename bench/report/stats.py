@@ -1,9 +1,10 @@
 """Uncertainty for comparison tables: bootstrap CIs, paired tests, Holm adjustment, seed intervals, best groups.
 
 Every function starts from per-query ranks: a 1-D array with one entry per query, the 1-based rank of the correct
-item (as produced by :mod:`tvr_bench.bench.metrics`; x.5 ranks of the ``"mean"`` tie policy are accepted).
-Metrics follow that module's conventions: ``R@k = 100 * mean(rank <= k)``, ``MdR = numpy.median(rank)``,
-``MnR = mean(rank)``. All randomness comes from ``numpy.random.default_rng(seed)``, so equal inputs and seed give
+item (as produced by :mod:`tvr_bench.bench.metrics`; x.5 ranks of the ``"mean"`` tie policy are accepted), or a
+2-D ``[seeds, queries]`` array of several training seeds evaluated on the same queries. Metrics follow that
+module's conventions: ``R@k = 100 * mean(rank <= k)``, ``MdR = numpy.median(rank)``, ``MnR = mean(rank)``; with
+several seeds, the metric is the mean over seeds of the per-seed metric (what a table's mean row shows). All randomness comes from ``numpy.random.default_rng(seed)``, so equal inputs and seed give
 equal outputs. Resampling draws its index (or sign) matrix a bounded number of elements at a time
 (``_CHUNK_ELEMS``); because numpy's generator stream does not depend on how a draw is split into calls, the chunk
 size changes memory only, never the result.
@@ -55,10 +56,14 @@ def _higher_is_better(metric: str) -> bool:
 
 
 def _as_ranks(ranks, name: str = "ranks") -> np.ndarray:
-    """Validated float64 copy: a silently wrong rank (0, NaN, a 2-D matrix) would give a plausible wrong CI."""
+    """Validated float64 ``[seeds, queries]`` copy (a 1-D array is one seed): a silently wrong rank (0, NaN, a 3-D
+    array) would give a plausible wrong CI."""
     arr = np.asarray(ranks)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array of per-query ranks, got shape {arr.shape}")
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array of per-query ranks or a 2-D [seeds, queries] "
+                         f"array, got shape {np.asarray(ranks).shape}")
     if arr.dtype.kind not in "iuf":
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
@@ -103,10 +108,11 @@ def _check_count(value: int, name: str) -> None:
 
 
 def metric_from_ranks(ranks, metric: str) -> float:
-    """``R@<k>`` (percent of queries with rank <= k), ``MdR`` (numpy median rank) or ``MnR`` (mean rank)."""
+    """``R@<k>`` (percent of queries with rank <= k), ``MdR`` (numpy median rank) or ``MnR`` (mean rank); the
+    mean over seeds of that for a ``[seeds, queries]`` array."""
     kind, k = _parse_metric(metric)
     arr = _as_ranks(ranks)
-    return float(_aggregate(_per_query(arr, kind, k), kind))
+    return float(_aggregate(_per_query(arr, kind, k), kind).mean())
 
 
 def bootstrap_ci(ranks, metric: str, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -114,19 +120,30 @@ def bootstrap_ci(ranks, metric: str, *, level: float = 0.95, n_boot: int = 2000,
 
     Replicate ``b`` uses row ``b`` of ``default_rng(seed).integers(0, n, size=(n_boot, n))`` (drawn in chunks);
     the bounds are ``numpy.quantile`` (linear interpolation) of the replicates at ``(1 -/+ level) / 2``.
-    The interval describes query sampling only (the test set), not training seeds; see :func:`seed_interval`.
+    With one seed the interval describes query sampling only (the test set), not training seeds. With a
+    ``[seeds, queries]`` array it is a two-stage bootstrap: each replicate also draws S seeds with replacement
+    (row ``b`` of ``default_rng([seed, 1]).integers(0, S, size=(n_boot, S))``) and averages the drawn seeds'
+    metrics on the drawn queries (the same queries for every seed: they share the test set), so it covers both
+    the test set and training noise. With few seeds the seed stage is coarse (3 seeds give 10 distinct draws).
     """
     kind, k = _parse_metric(metric)
     _check_level(level)
     _check_count(n_boot, "n_boot")
     values = _per_query(_as_ranks(ranks), kind, k)
-    n = values.size
+    n_seeds, n = values.shape
     rng = np.random.default_rng(seed)
+    # the seed draws have their own stream, so chunking never interleaves the two draws
+    seed_rng = np.random.default_rng([seed, 1]) if n_seeds > 1 else None
     reps = np.empty(n_boot, dtype=np.float64)
     start = 0
-    for rows in _row_chunks(n_boot, n):
+    for rows in _row_chunks(n_boot, n * n_seeds):
         idx = rng.integers(0, n, size=(rows, n))
-        reps[start : start + rows] = _aggregate(values[idx], kind)
+        per_seed = _aggregate(values[:, idx], kind)  # [S, rows]
+        if n_seeds > 1:
+            pick = seed_rng.integers(0, n_seeds, size=(rows, n_seeds))
+            reps[start : start + rows] = np.take_along_axis(per_seed.T, pick, axis=1).mean(axis=1)
+        else:
+            reps[start : start + rows] = per_seed[0]
         start += rows
     low, high = np.quantile(reps, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
     return float(low), float(high)
@@ -151,13 +168,14 @@ def _sign_flip_p(diff: np.ndarray, n_resamples: int, rng: np.random.Generator) -
 
 
 def _median_bootstrap_p(a: np.ndarray, b: np.ndarray, n_resamples: int, rng: np.random.Generator) -> float:
-    """Two-sided paired-bootstrap p-value of median(a) - median(b) = 0 (percentile-interval inversion)."""
-    n = a.size
+    """Two-sided paired-bootstrap p-value of median(a) - median(b) = 0 (percentile-interval inversion); ``a`` and
+    ``b`` are ``[seeds, queries]``, each side's statistic the mean over its seeds of the median."""
+    n = a.shape[1]
     at_most_zero = 0
     at_least_zero = 0
-    for rows in _row_chunks(n_resamples, 2 * n):
+    for rows in _row_chunks(n_resamples, (a.shape[0] + b.shape[0]) * n):
         idx = rng.integers(0, n, size=(rows, n))  # the same queries for both methods: the pairing
-        delta = np.median(a[idx], axis=1) - np.median(b[idx], axis=1)
+        delta = np.median(a[:, idx], axis=2).mean(axis=0) - np.median(b[:, idx], axis=2).mean(axis=0)
         at_most_zero += int(np.count_nonzero(delta <= 0))
         at_least_zero += int(np.count_nonzero(delta >= 0))
     # +1 in numerator and denominator (as in the permutation test) so a finite resample never claims p = 0.
@@ -176,19 +194,23 @@ def paired_test(ranks_a, ranks_b, metric: str, *, n_resamples: int = 10000, seed
       (resample queries, keep pairs together) of ``median(A) - median(B)`` with
       ``p = 2 * min(share <= 0, share >= 0)`` (each share with +1 smoothing), capped at 1.
 
-    Identical inputs give exactly 1.0. Arrays of different lengths are a ValueError naming both lengths.
+    With ``[seeds, queries]`` arrays (the seed counts of A and B may differ) query ``i``'s quantity is its mean
+    over seeds (the hit rate for R@k) and the MdR statistic the mean over seeds of the median: the test is still
+    over queries, conditional on the seeds run. Identical inputs give exactly 1.0. Different query counts are a
+    ValueError naming both.
     """
     kind, k = _parse_metric(metric)
     _check_count(n_resamples, "n_resamples")
     a = _as_ranks(ranks_a, "ranks_a")
     b = _as_ranks(ranks_b, "ranks_b")
-    if a.size != b.size:
-        raise ValueError(f"paired test needs one rank per query for both methods: ranks_a has {a.size}, "
-                         f"ranks_b has {b.size}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"paired test needs one rank per query for both methods: ranks_a has {a.shape[1]}, "
+                         f"ranks_b has {b.shape[1]}")
     rng = np.random.default_rng(seed)
     if kind == "median":
         return _median_bootstrap_p(a, b, n_resamples, rng)
-    return _sign_flip_p(_per_query(a, kind, k) - _per_query(b, kind, k), n_resamples, rng)
+    diff = _per_query(a, kind, k).mean(axis=0) - _per_query(b, kind, k).mean(axis=0)
+    return _sign_flip_p(diff, n_resamples, rng)
 
 
 def holm(pvalues: Mapping[K, float]) -> dict[K, float]:
