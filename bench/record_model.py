@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator,
                       model_validator)
 
-SCHEMA_VERSION = 1
+# 2: run records keep the per-query ranks (metrics.ranks); version-1 records stay readable, without intervals
+SCHEMA_VERSION = 2
 SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
 
 # strict types: "60" is not a number, True is not an integer; NaN and inf are refused (allow_inf_nan=False)
@@ -56,10 +57,50 @@ class Directions(_Open):
     v2t: RankBlock
 
 
+class EncodedRanks(_Open):
+    """Per-query ranks as ``bench/rank_codec.py`` writes them (2 x rank, zlib + base64)."""
+
+    encoding: Literal["zlib+base64"]
+    dtype: Literal["<u2", "<u4"]
+    scale: Literal[2]
+    n: Annotated[StrictInt, Field(ge=1)]
+    data: StrictStr
+
+
+class RankVectors(_Open):
+    t2v: EncodedRanks
+    v2t: EncodedRanks
+
+
 class Metrics(Directions):
     last_epoch: Optional[Directions] = None
     selection: Optional[StrictStr] = None
     conventions: Optional[dict[str, Any]] = None
+    ranks: Optional[RankVectors] = Field(
+        default=None, description="per-query ranks of the reported evaluation (schema 2); the metrics must "
+        "follow from them")
+
+    @model_validator(mode="after")
+    def _ranks_match_metrics(self) -> "Metrics":
+        if self.ranks is None:
+            return self
+        from tvr_bench.bench.metrics import summarize_ranks
+        from tvr_bench.bench.rank_codec import decode_ranks
+
+        for direction in ("t2v", "v2t"):
+            try:
+                ranks = decode_ranks(getattr(self.ranks, direction).model_dump())
+            except ValueError as exc:
+                raise ValueError(f"ranks.{direction}: {exc}") from None
+            n_queries = (self.model_extra or {}).get("n_queries")
+            if isinstance(n_queries, dict) and n_queries.get(direction) not in (None, ranks.size):
+                raise ValueError(f"ranks.{direction} holds {ranks.size} ranks for {n_queries[direction]} queries")
+            recorded = getattr(self, direction).model_dump(by_alias=True)
+            for key, value in summarize_ranks(ranks).items():
+                if abs(value - recorded[key]) > 1e-6 * max(1.0, abs(value)):
+                    raise ValueError(f"ranks.{direction} give {key} = {value:g}, the record says "
+                                     f"{recorded[key]:g}: the ranks are not this evaluation's")
+        return self
 
 
 class Params(_Open):
@@ -160,7 +201,7 @@ class Efficiency(_Open):
 class RunRecord(_Open):
     """One JSON file per (method, dataset, seed): metrics, cost, config and provenance of one run."""
 
-    schema_version: Literal[1]
+    schema_version: Literal[1, 2]
     method: NonEmpty
     dataset: NonEmpty
     seed: StrictInt

@@ -25,6 +25,7 @@ from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.evaluate import encode_videos, evaluate_split, rows_block
 from tvr_bench.bench.data.frame_cache import FrameCache, Preprocessor
 from tvr_bench.bench.atomic import remove_stale_temps
+from tvr_bench.bench.rank_codec import encode_ranks
 from tvr_bench.bench.records import SCHEMA_VERSION, record_filename, write_record
 from tvr_bench.bench.registry import DATASETS, METHODS
 from tvr_bench.bench.run_plan import Planned, check_checkpoints, check_out_dir, plan_run
@@ -215,6 +216,8 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     metrics["conventions"] = report_result["conventions"]
     metrics["n_queries"] = {"t2v": report_result["n_queries_t2v"], "v2t": report_result["n_queries_v2t"]}
     metrics["gallery"] = {"t2v": report_result["gallery_t2v"], "v2t": report_result["gallery_v2t"]}
+    # kept so that intervals and paired tests can be computed from the record alone (bench compare --vs)
+    metrics["ranks"] = {d: encode_ranks(report_result["ranks"][d]) for d in ("t2v", "v2t")}
     prov = provenance.collect(dev, command)
     prov.update(started_at=started, finished_at=provenance.now_iso())
     record = {

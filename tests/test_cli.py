@@ -54,7 +54,7 @@ def test_smoke_run_writes_valid_records_and_prints_the_table(smoke_dir):
     records = {r["method"]: r for r in load_records(out)}
     assert set(records) == set(METHODS.names())
     for name, rec in records.items():
-        assert rec["schema_version"] == 1 and rec["dataset"] == "synthetic" and rec["seed"] == 0
+        assert rec["schema_version"] == 2 and rec["dataset"] == "synthetic" and rec["seed"] == 0
         for d in ("t2v", "v2t"):
             assert set(rec["metrics"][d]) == {"R@1", "R@5", "R@10", "MdR", "MnR", "RSum"}
         assert rec["metrics"]["selection"].startswith("best t2v/R@1 on split 'val'")

@@ -108,7 +108,7 @@ def test_extras_allowed():
         ("metrics.v2t", _DEL, "metrics.v2t: missing"),
         ("metrics", None, "metrics: null is only allowed when kind is \"cost\" or \"efficiency\""),
         ("kind", "train", "kind: Input should be 'run', 'cost' or 'efficiency'"),
-        ("schema_version", 2, "schema_version: Input should be 1"),
+        ("schema_version", 3, "schema_version: Input should be 1 or 2"),
         ("seed", "0", "seed: Input should be a valid integer"),
         ("seed", True, "seed: Input should be a valid integer"),
         ("method", "", "method: String should have at least 1 character"),
@@ -287,3 +287,61 @@ def test_records_to_frame():
     assert a["params_head"] == 1_500_000 and a["memory_kind"] == "cpu_peak_rss" and a["latency_ms"] == 1.5
     assert a["flops_per_query"] == pytest.approx(3.2e9) and a["gallery_size"] == 1000
     assert b["kind"] == "cost" and pd.isna(b["t2v_R@1"]) and b["latency_ms"] == 3.0 and b["seed"] == 2
+
+
+def _with_ranks(rec: dict, seed: int = 0, n: int = 100) -> dict:
+    """``rec`` with per-query ranks and the metrics that follow from them (what the runner writes)."""
+    from tvr_bench.bench.metrics import summarize_ranks
+    from tvr_bench.bench.rank_codec import encode_ranks
+
+    rng = np.random.default_rng(seed)
+    ranks = {d: rng.integers(1, 40, size=n).astype(float) for d in ("t2v", "v2t")}
+    ranks["t2v"][0] = 3.5  # the mean tie policy's half ranks are kept exactly
+    rec = copy.deepcopy(rec)
+    rec["metrics"].update({d: summarize_ranks(r) for d, r in ranks.items()})
+    rec["metrics"]["n_queries"] = {"t2v": n, "v2t": n}
+    rec["metrics"]["ranks"] = {d: encode_ranks(r) for d, r in ranks.items()}
+    return rec, ranks
+
+
+def test_per_query_ranks_round_trip_and_must_match_the_metrics(tmp_path):
+    from tvr_bench.bench.rank_codec import decode_ranks
+
+    rec, ranks = _with_ranks(make_record())
+    path = R.write_record(rec, tmp_path)
+    back = R.load_record(path)
+    for d in ("t2v", "v2t"):
+        np.testing.assert_array_equal(decode_ranks(back["metrics"]["ranks"][d]), ranks[d])
+    other, _ = _with_ranks(make_record(), seed=1)
+    swapped = copy.deepcopy(rec)
+    swapped["metrics"]["ranks"]["t2v"] = other["metrics"]["ranks"]["t2v"]  # another evaluation's ranks
+    with pytest.raises(RecordError, match=r"ranks\.t2v give R@1 = .*the ranks are not this evaluation's"):
+        R.validate_record(swapped)
+    short, _ = _with_ranks(make_record(), n=100)
+    short["metrics"]["n_queries"]["v2t"] = 99
+    with pytest.raises(RecordError, match=r"ranks\.v2t holds 100 ranks for 99 queries"):
+        R.validate_record(short)
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("data", "!!!", "not valid zlib\\+base64"),
+    ("n", 7, "holds 100 ranks, n says 7"),
+    ("dtype", "<f8", "dtype"),
+])
+def test_damaged_rank_vector_is_named(field, value, needle):
+    rec, _ = _with_ranks(make_record())
+    rec["metrics"]["ranks"]["v2t"][field] = value
+    with pytest.raises(RecordError, match=needle):
+        R.validate_record(rec)
+
+
+def test_rank_codec_picks_the_width_and_refuses_non_ranks():
+    from tvr_bench.bench.rank_codec import decode_ranks, encode_ranks
+
+    big = np.array([1.0, 40000.5, 7.0])
+    block = encode_ranks(big)
+    assert block["dtype"] == "<u4" and encode_ranks([1, 2])["dtype"] == "<u2"
+    np.testing.assert_array_equal(decode_ranks(block), big)
+    for bad in ([], [0.0, 1.0], [1.25], [[1.0]]):
+        with pytest.raises(ValueError):
+            encode_ranks(bad)
