@@ -147,8 +147,8 @@ def test_latex_tabular_with_bold_best(records):
     assert r"$\pm$" in tex and "±" not in tex.split(r"\begin{tabular}")[1]
     syn_x = next(line for line in tex.splitlines() if line.startswith(r"synthetic & xpool\_base"))
     syn_g = next(line for line in tex.splitlines() if line.startswith("synthetic & glccl"))
-    assert r"\textbf{44.0}" in syn_x  # best T2V R@1 (higher is better)
-    assert r"\textbf{6.0}" in syn_x  # best MnR (lower is better)
+    # these records keep no per-query ranks: no metric is bolded (a bare maximum would rank noise)
+    assert r"\textbf{44.0}" not in syn_x and r"\textbf{6.0}" not in syn_x
     assert r"\textbf{1.50}" in syn_g  # fewer head parameters (lower is better)
     msr = next(line for line in tex.splitlines() if line.startswith("msrvtt"))
     assert r"\textbf" not in msr  # single-row dataset block: nothing to compare

@@ -11,7 +11,7 @@ import scipy.stats
 
 from tvr_bench.bench.report import stats as S
 
-METRICS = ("R@1", "R@5", "R@10", "R@3", "MdR", "MnR")
+METRICS = ("R@1", "R@5", "R@10", "R@3", "MdR", "MnR", "RSum")
 
 
 def _ranks(n: int, seed: int, high: int = 30) -> np.ndarray:
@@ -28,6 +28,8 @@ def _loop_metric(ranks, metric: str) -> float:
         return statistics.median(ranks)
     if metric == "MnR":
         return sum(ranks) / len(ranks)
+    if metric == "RSum":  # R@1 + R@5 + R@10, summed as hit counts first (the same number, one rounding)
+        return 100.0 * sum(float(r <= k) for r in ranks for k in (1, 5, 10)) / len(ranks)
     k = int(metric[2:])
     hits = 0
     for r in ranks:
@@ -68,6 +70,8 @@ def _loop_paired(a, b, metric: str, n_resamples: int, seed: int) -> float:
         return min(1.0, 2.0 * min(le + 1, ge + 1) / (n_resamples + 1))
     if metric == "MnR":
         diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    elif metric == "RSum":
+        diffs = [sum(float(x <= k) - float(y <= k) for k in (1, 5, 10)) for x, y in zip(a, b)]
     else:
         k = int(metric[2:])
         diffs = [float(x <= k) - float(y <= k) for x, y in zip(a, b)]
@@ -507,6 +511,8 @@ def test_multi_seed_paired_test_equals_loop(metric):
         want = min(1.0, 2.0 * min(le + 1, ge + 1) / (n_res + 1))
     else:
         def q(row, i):
+            if metric == "RSum":
+                return sum(float(row[i] <= k) for k in (1, 5, 10))
             return float(row[i]) if metric == "MnR" else float(row[i] <= int(metric[2:]))
         diffs = [sum(q(r, i) for r in a) / len(a) - sum(q(r, i) for r in b) / len(b) for i in range(30)]
         diffs = [d for d in diffs if d != 0]

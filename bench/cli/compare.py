@@ -14,9 +14,11 @@ import click
 @click.option("--per-seed", is_flag=True, help="One row per seed instead of mean ± std.")
 @click.option("--published", is_flag=True,
               help="Add published results (tags V/S/P, never [R]) beside the measured rows, labelled.")
+@click.option("--vs", "versus", metavar="METHOD",
+              help="Also test every method against METHOD on the same queries (paired tests, Holm-adjusted).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a Markdown report here and its R@1-vs-FLOPs figure beside it (same name, .png).")
-def compare(paths, csv_path, latex_path, per_seed, published, report_path):
+def compare(paths, csv_path, latex_path, per_seed, published, versus, report_path):
     """Print a methods x (metrics, cost) table of the run records in PATHS (files or folders)."""
     from tvr_bench.bench.report.compare import comparison_table, write_report
     from tvr_bench.bench.atomic import atomic_write_text
@@ -25,6 +27,11 @@ def compare(paths, csv_path, latex_path, per_seed, published, report_path):
     records = [r for p in paths for r in load_records(p)]
     agg = not per_seed
     md = comparison_table(records, fmt="markdown", aggregate_seeds=agg, published=published)
+    if versus:
+        from tvr_bench.bench.report import uncertainty as U
+
+        groups = U.rank_arrays(records)
+        md += "\n" + f"### vs {versus}\n\n" + U.versus_table(U.versus(groups, versus), versus)
     outputs = []
     if csv_path:
         outputs.append((csv_path, comparison_table(records, fmt="csv", aggregate_seeds=agg, published=published)))

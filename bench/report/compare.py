@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tvr_bench.bench.errors import BenchError
+from tvr_bench.bench.report import uncertainty as U
 from tvr_bench.bench.atomic import atomic_write_text
 from tvr_bench.bench.records import (
     record_key,
@@ -290,9 +291,13 @@ def _display(records: list[dict], aggregate_seeds: bool, latex: bool, published:
 
     cost_specs = _cost_specs(values_of)
     mem_header, mem_kind_col = _memory_header(list(rows["memory_kind"]))
+    groups = U.rank_arrays(records, per_seed=not aggregate_seeds)
+    cis = U.intervals(groups)
+    best = U.best_groups(groups) if aggregate_seeds else {}
+    metric_header = {col: header for col, header, _ in _METRIC_COLS}
 
     reduced = _reduced(records)
-    out_rows, means_rows = [], []
+    out_rows, means_rows, best_cells = [], [], set()
     for _, r in rows.iterrows():
         mark = f" {REDUCED_MARK}" if (r["dataset"], r["method"]) in reduced else ""
         row = {"Dataset": r["dataset"], "Method": r["method"] + mark}
@@ -301,10 +306,17 @@ def _display(records: list[dict], aggregate_seeds: bool, latex: bool, published:
         else:
             row["Seed"] = str(int(r["seed"]))
         means = {}
+        key = (r["dataset"], r["method"]) + (() if aggregate_seeds else (int(r["seed"]),))
         for col, header, _kind in _METRIC_COLS:
             m = mean(r, col)
-            row[header] = _cell(m, std(r, col), cnt(r, col), _fmt_fixed, pm=pm, na=na, force_pm=True)
+            if key in cis and not _isnan(m):
+                lo, hi = cis[key][col]
+                row[header] = f"{_fmt_fixed(m)} [{_fmt_fixed(lo)}, {_fmt_fixed(hi)}]"
+            else:
+                row[header] = _cell(m, std(r, col), cnt(r, col), _fmt_fixed, pm=pm, na=na, force_pm=True)
             means[header] = None if _isnan(m) else round(float(m), 1)
+            if r["method"] in best.get((r["dataset"], col), ()):
+                best_cells.add((len(out_rows), header))
         for col, header, scale in cost_specs:
             if col == "memory_peak_bytes":
                 header = mem_header
@@ -348,6 +360,12 @@ def _display(records: list[dict], aggregate_seeds: bool, latex: bool, published:
         "latency_dict": any(isinstance((r.get("cost") or {}).get("latency_ms"), dict) for r in records),
         "reduced": reduced,
         "published": published,
+        "intervals": bool(cis),
+        "without_ranks": sorted({f"{k[1]}/{k[0]}" for k, g in groups.items() if g.by_direction is None}),
+        "multi_seed": aggregate_seeds and any(len(g.seeds) > 1 for g in groups.values()),
+        # {(dataset, header): methods}: best and not separable from it (metric columns of ranked datasets)
+        "best": {(ds, metric_header[col]): ms for (ds, col), ms in best.items() if col in metric_header},
+        "best_cells": best_cells,  # {(row index, header)} to bold
     }
     return table, means_rows, meta
 
@@ -376,7 +394,20 @@ def _footer(meta: dict, aggregate_seeds: bool) -> list[str]:
     if meta["latency_dict"]:
         lat += " (median when several statistics are recorded)"
     lines.append(f"R@K in percent (higher is better); MdR / MnR are 1-based ranks (lower is better); {lat}.")
-    if aggregate_seeds:
+    if meta.get("intervals"):
+        over = ("test queries and, where n_seeds > 1, seeds (two-stage)" if meta.get("multi_seed")
+                else "test queries")
+        lines.append(f"Metric cells: value [95 % CI], percentile bootstrap over {over}, from the per-query "
+                     "ranks in the records. Cost cells with ± are mean ± std over seeds.")
+    if meta.get("best"):
+        lines.append("**Bold**: the best value of a dataset's column and every method a paired test on the same "
+                     "queries cannot separate from it (Holm-adjusted, alpha = 0.05): bold values are not ranked "
+                     "against each other.")
+    if meta.get("without_ranks"):
+        lines.append("No interval and no best marking for: " + ", ".join(meta["without_ranks"]) + " (records "
+                     "written before schema 2 keep no per-query ranks; rerun them); their cells are mean ± std "
+                     "over seeds (sample std, ddof=1), a single value meaning one seed.")
+    elif aggregate_seeds and not meta.get("intervals"):
         lines.append("Values are mean ± std over seeds (sample std, ddof=1); a single value means one seed.")
     if meta.get("reduced"):
         parts = [f"{ds}/{m}" + (f" ({'; '.join(d)})" if d else "") for (ds, m), d in sorted(meta["reduced"].items())]
@@ -415,6 +446,8 @@ def _best_mask(table, means_rows) -> dict[tuple[int, str], bool]:
 
 def _markdown(records, aggregate_seeds: bool, published: bool = False) -> str:
     table, means_rows, meta = _display(records, aggregate_seeds, latex=False, published=published)
+    for i, header in meta["best_cells"]:
+        table.at[i, header] = f"**{table.at[i, header]}**"
     text_cols = {"Dataset", "Method", "Memory kind"}
     colalign = tuple("left" if c in text_cols else "right" for c in table.columns)
     md = table.to_markdown(index=False, disable_numparse=True, colalign=colalign)
@@ -423,7 +456,10 @@ def _markdown(records, aggregate_seeds: bool, published: bool = False) -> str:
 
 def _latex(records, aggregate_seeds: bool, published: bool = False) -> str:
     table, means_rows, meta = _display(records, aggregate_seeds, latex=True, published=published)
-    best = _best_mask(table, means_rows)
+    # metric columns: the tested best groups only (never the bare point maximum); cost columns: the lowest value
+    metric_headers = {h for _, h, _ in _METRIC_COLS}
+    best = {cell: True for cell in meta["best_cells"]}
+    best.update({cell: v for cell, v in _best_mask(table, means_rows).items() if cell[1] not in metric_headers})
     esc = table.copy()
     for j, h in enumerate(esc.columns):
         for i in range(len(esc)):
@@ -438,7 +474,8 @@ def _latex(records, aggregate_seeds: bool, published: bool = False) -> str:
     col_format = "l" * n_left + "r" * (len(esc.columns) - n_left)
     body = esc.to_latex(index=False, escape=False, column_format=col_format)
     comments = [f"% {_latex_escape(line).replace('±', '+/-')}" for line in _footer(meta, aggregate_seeds)]
-    comments.append("% Bold: best per dataset and column (R@K / RSum higher, ranks and cost lower). Needs booktabs.")
+    comments.append("% Bold: metric columns, the best and every value a paired test cannot separate from it; cost "
+                    "columns, the lowest per dataset. Needs booktabs.")
     return "\n".join(comments) + "\n" + body
 
 
@@ -460,6 +497,14 @@ def _csv(records, aggregate_seeds: bool, published: bool = False) -> str:
         out = per_seed[cols].copy()
         out["seed"] = out["seed"].astype(int)
         suffix = ""
+    cis = U.intervals(U.rank_arrays(records, per_seed=not aggregate_seeds))
+    if cis:  # 95 % bootstrap bounds next to each metric (empty where a record keeps no per-query ranks)
+        keys = [(d, m) + (() if aggregate_seeds else (int(s),))
+                for d, m, s in zip(out["dataset"], out["method"], out["seed"] if not aggregate_seeds else out["method"])]
+        for col, _, _ in _METRIC_COLS:
+            at = list(out.columns).index(f"{col}{suffix}") + (2 if aggregate_seeds else 1)
+            out.insert(at, f"{col}_ci_high", [cis[k][col][1] if k in cis else float("nan") for k in keys])
+            out.insert(at, f"{col}_ci_low", [cis[k][col][0] if k in cis else float("nan") for k in keys])
     reduced = _reduced(records)
     if reduced:
         out["reduced"] = [(d, m) in reduced for d, m in zip(out["dataset"], out["method"])]

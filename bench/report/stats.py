@@ -45,14 +45,16 @@ def _parse_metric(metric: str) -> tuple[str, int]:
         return "median", 0
     if metric == "MnR":
         return "mean", 0
+    if metric == "RSum":
+        return "rsum", 0
     m = _RECALL_RE.fullmatch(metric) if isinstance(metric, str) else None
     if m is None:
-        raise ValueError(f"unknown metric {metric!r}; expected 'R@<k>' (k >= 1), 'MdR' or 'MnR'")
+        raise ValueError(f"unknown metric {metric!r}; expected 'R@<k>' (k >= 1), 'RSum', 'MdR' or 'MnR'")
     return "recall", int(m.group(1))
 
 
 def _higher_is_better(metric: str) -> bool:
-    return _parse_metric(metric)[0] == "recall"
+    return _parse_metric(metric)[0] in ("recall", "rsum")
 
 
 def _as_ranks(ranks, name: str = "ranks") -> np.ndarray:
@@ -73,14 +75,19 @@ def _as_ranks(ranks, name: str = "ranks") -> np.ndarray:
 
 
 def _per_query(ranks: np.ndarray, kind: str, k: int) -> np.ndarray:
-    """The per-query quantity the metric aggregates: a 0/1 hit for R@k, the rank itself for MdR/MnR."""
-    return (ranks <= k).astype(np.float64) if kind == "recall" else ranks
+    """The per-query quantity the metric aggregates: a 0/1 hit for R@k, the hit count at 1, 5 and 10 for RSum
+    (R@1 + R@5 + R@10), the rank itself for MdR/MnR."""
+    if kind == "recall":
+        return (ranks <= k).astype(np.float64)
+    if kind == "rsum":
+        return (ranks <= 1).astype(np.float64) + (ranks <= 5) + (ranks <= 10)
+    return ranks
 
 
 def _aggregate(values: np.ndarray, kind: str) -> np.ndarray:
     """Metric of each row of ``values`` (per-query quantities); 100 * hits / n keeps R@k exact for counts."""
     n = values.shape[-1]
-    if kind == "recall":
+    if kind in ("recall", "rsum"):
         return 100.0 * values.sum(axis=-1) / n
     if kind == "median":
         return np.median(values, axis=-1)
