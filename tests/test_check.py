@@ -285,3 +285,56 @@ def test_baseline_from_seed_spread_sets_per_method_tolerances(tmp_path):
     borrowed = build_baseline(noisy + stable[:1], k=3.0, borrow=True)
     assert borrowed["method_tolerances"]["meanp"]["t2v.R@1"]["abs"] == pytest.approx(3 * sd, abs=0.01)
     assert "borrowed" in borrowed["seed_spread"]["meanp"] and "borrowed" not in borrowed["seed_spread"]["glccl"]
+
+
+# ---- paired tests when both records keep per-query ranks ---------------------------------------------------
+
+def _ranked(ranks_t2v, ranks_v2t, method="glccl"):
+    import numpy as np
+
+    from tvr_bench.bench.metrics import summarize_ranks
+    from tvr_bench.bench.rank_codec import encode_ranks
+
+    rec = make_record(method)
+    ranks = {"t2v": np.asarray(ranks_t2v, float), "v2t": np.asarray(ranks_v2t, float)}
+    rec["metrics"] = {**{d: summarize_ranks(r) for d, r in ranks.items()},
+                      "ranks": {d: encode_ranks(r) for d, r in ranks.items()}}
+    return rec
+
+
+def _paired_case(n: int, flip: int, seed: int = 0):
+    """Baseline ranks and a current run that lost ``flip`` top-1 hits (found at rank 2 instead)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(1, 20, size=n).astype(float)
+    base[: n // 2] = 1.0
+    cur = base.copy()
+    cur[:flip] = 2.0
+    return base, cur
+
+
+def test_a_consistent_small_loss_on_many_queries_fails_though_within_tolerance():
+    base, cur = _paired_case(n=4000, flip=60)  # R@1 -1.5 points: inside the 2-point tolerance
+    report = check_records([_ranked(cur, base)], [_ranked(base, base)])
+    row = next(r for r in report.rows if r.direction == "t2v" and r.metric == "R@1")
+    assert row.delta == pytest.approx(-1.5) and row.verdict == "regressed" and "paired p=" in row.tolerance
+    assert not report.ok
+    by_tolerance = check_records([_ranked(cur, base)], [_ranked(base, base)], paired=False)
+    assert by_tolerance.ok  # the old rule lets it through
+
+
+def test_a_large_move_the_test_cannot_separate_from_noise_passes():
+    base, cur = _paired_case(n=20, flip=2)  # R@1 -10 points, but on 2 of 20 queries
+    report = check_records([_ranked(cur, base)], [_ranked(base, base)])
+    row = next(r for r in report.rows if r.direction == "t2v" and r.metric == "R@1")
+    assert row.delta == pytest.approx(-10.0) and row.verdict == "ok"
+    assert report.ok
+    assert not check_records([_ranked(cur, base)], [_ranked(base, base)], paired=False).ok
+
+
+def test_identical_ranks_pass_and_gains_are_improvements():
+    base, cur = _paired_case(n=4000, flip=200)
+    assert check_records([_ranked(base, base)], [_ranked(base, base)]).ok
+    report = check_records([_ranked(base, base)], [_ranked(cur, cur)])  # current is the better one
+    assert report.ok and {r.metric for r in report.improvements} >= {"R@1"}

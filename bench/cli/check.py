@@ -13,7 +13,10 @@ import click
               help="Baseline file (record, list of records, or {records, tolerances}) or a folder of records.")
 @click.option("--tol", "tols", multiple=True, metavar="METRIC=TOL",
               help="Override a tolerance, e.g. R@1=1.5 or MnR=10%% (repeatable).")
-def check(current, baseline, tols):
+@click.option("--tolerance-only", is_flag=True,
+              help="Judge rank metrics by the tolerances even where both records keep per-query ranks "
+                   "(default: a paired test on the same queries, Holm-adjusted, alpha 0.05).")
+def check(current, baseline, tols, tolerance_only):
     """Compare run records with a baseline; exit 1 naming every metric that regressed beyond tolerance."""
     from tvr_bench.bench.report.check import check_records, load_baseline, parse_tolerance_overrides
     from tvr_bench.bench.records import load_records
@@ -24,7 +27,8 @@ def check(current, baseline, tols):
     tolerances.update(overrides)
     # command-line overrides win over the baseline's per-method tolerances too
     per_method = {m: {**t, **overrides} for m, t in base.method_tolerances.items()}
-    report = check_records(load_records(current), base.records, tolerances or None, per_method)
+    report = check_records(load_records(current), base.records, tolerances or None, per_method,
+                           paired=not tolerance_only)
     click.echo(report.render())
     if not report.ok:
         sys.exit(1)

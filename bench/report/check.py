@@ -32,6 +32,13 @@ memory_peak_bytes      lower       off                    machine-dependent; ena
 latency_ms             lower       off                    machine-dependent; enable with ``--tol``
 =====================  ==========  =====================  ===========================================
 
+**Paired tests.** When both records of a pair keep their per-query ranks (record schema 2), the rank metrics
+are judged by a paired test on the same queries instead of the tolerance: *regressed* / *improved* means the
+move is in the bad / good direction **and** the test (``bench/report/stats.py``: sign-flip for R@K, RSum and
+MnR, paired bootstrap for MdR), Holm-adjusted over every test of the check, gives p < alpha (0.05). A
+difference the test cannot separate from query noise never fails, however large; a small one it can, does.
+``--tolerance-only`` (``paired=False``) restores the tolerances.
+
 The rank metrics apply to both directions (t2v, v2t); a key such as ``t2v.R@1`` overrides one
 direction only. Cost metrics are compared only when both records carry them. Overrides come from
 ``--tol KEY=VALUE`` (:func:`parse_tolerance_overrides`) or the ``"tolerances"`` object of a baseline
@@ -44,6 +51,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -303,6 +311,7 @@ class CheckRow:
     delta: float | None
     tolerance: str
     verdict: str
+    p: float | None = None  # raw paired-test p-value (rows judged by a paired test)
 
     @property
     def failed(self) -> bool:
@@ -421,17 +430,33 @@ def _is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _compare_pair(base: dict, cur: dict, tolerances: Mapping[str, Tolerance | None]) -> list[CheckRow]:
+PENDING = "pending paired test"
+
+
+def _ranks_of(rec: dict) -> dict | None:
+    ranks = (rec.get("metrics") or {}).get("ranks")
+    if not isinstance(ranks, dict):
+        return None
+    from tvr_bench.bench.rank_codec import decode_ranks
+
+    return {d: decode_ranks(ranks[d]) for d in DIRECTIONS}
+
+
+def _compare_pair(base: dict, cur: dict, tolerances: Mapping[str, Tolerance | None], *,
+                  paired: bool = True) -> list[CheckRow]:
     method, dataset, seed, kind = record_key(base)
     fb, fc = flatten_record(base), flatten_record(cur)
     rows: list[CheckRow] = []
+    rb, rc = (_ranks_of(base), _ranks_of(cur)) if paired else (None, None)
+    if rb is not None and rc is not None and any(rb[d].size != rc[d].size for d in DIRECTIONS):
+        rb = rc = None  # another query count: the protocol row below fails the pair anyway
 
-    def add(direction, metric, b, c, tol, verdict=None):
+    def add(direction, metric, b, c, tol, verdict=None, p=None):
         delta = None if _is_missing(b) or _is_missing(c) or isinstance(b, str) else float(c) - float(b)
         if verdict is None:
             verdict = _verdict(tol, float(b), float(c))
         tol_txt = tol.describe() if isinstance(tol, Tolerance) else str(tol)
-        rows.append(CheckRow(method, dataset, seed, kind, direction, metric, b, c, delta, tol_txt, verdict))
+        rows.append(CheckRow(method, dataset, seed, kind, direction, metric, b, c, delta, tol_txt, verdict, p))
 
     # protocol: a different evaluation protocol makes every number incomparable
     pb, pc = base.get("protocol"), cur.get("protocol")
@@ -449,6 +474,12 @@ def _compare_pair(base: dict, cur: dict, tolerances: Mapping[str, Tolerance | No
                 continue
             if _is_missing(c):
                 add(d, m, b, None, tol, MISSING_METRIC)
+                continue
+            if rb is not None and rc is not None:
+                from tvr_bench.bench.report.stats import paired_test
+                from tvr_bench.bench.report.uncertainty import n_resamples_for
+
+                add(d, m, b, c, tol, PENDING, paired_test(rc[d], rb[d], m, n_resamples=n_resamples_for(m)))
                 continue
             add(d, m, b, c, tol)
     for m in COST_METRICS:
@@ -471,6 +502,9 @@ def check_records(
     baseline: Sequence[dict],
     tolerances: Mapping[str, Any] | None = None,
     method_tolerances: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    paired: bool = True,
+    alpha: float = 0.05,
 ) -> CheckReport:
     """Compare ``current`` records with ``baseline`` records; see the module docstring for verdicts.
 
@@ -489,11 +523,29 @@ def check_records(
         if key not in cur_idx:
             report.rows.append(CheckRow(method, dataset, seed, kind, "", "(run)", "present", None, None, "–", MISSING_RUN))
             continue
-        report.rows.extend(_compare_pair(base_idx[key], cur_idx[key], per_method.get(method, merged)))
+        report.rows.extend(_compare_pair(base_idx[key], cur_idx[key], per_method.get(method, merged),
+                                         paired=paired))
     for key in sorted(set(cur_idx) - set(base_idx), key=lambda k: (k[1], k[0], k[2], k[3])):
         method, dataset, seed, kind = key
         report.rows.append(CheckRow(method, dataset, seed, kind, "", "(run)", None, "present", None, "–", EXTRA_RUN))
+    _settle_paired(report.rows, alpha)
     return report
+
+
+def _settle_paired(rows: list[CheckRow], alpha: float) -> None:
+    """Verdicts of the rows judged by a paired test: Holm over all of them, then direction and p < alpha."""
+    from tvr_bench.bench.report.stats import holm
+
+    pending = [i for i, r in enumerate(rows) if r.verdict == PENDING]
+    adjusted = holm({i: rows[i].p for i in pending})
+    for i in pending:
+        r = rows[i]
+        worse = (r.delta < 0) if METRIC_DIRECTIONS[r.metric] == HIGHER else (r.delta > 0)
+        verdict = OK
+        if adjusted[i] < alpha and r.delta != 0:
+            verdict = REGRESSED if worse else IMPROVED
+        rows[i] = dataclasses.replace(r, verdict=verdict,
+                                      tolerance=f"paired p={adjusted[i]:.2g} (Holm, {len(pending)} tests)")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ class Ranks:
         return None if self.by_direction is None else self.by_direction[direction]
 
 
-def _n_resamples(metric: str) -> int:
+def n_resamples_for(metric: str) -> int:
+    """Resamples of the paired test of ``metric`` (fewer for the median: see N_RESAMPLES)."""
     return N_RESAMPLES.get(metric, N_RESAMPLES_DEFAULT)
 
 
@@ -114,7 +115,7 @@ def _best_group(arrays: Mapping[str, np.ndarray], metric: str, alpha: float) -> 
     # only leader-vs-other tests (k - 1, not all k(k-1)/2 pairs as stats.separable): the question is "which
     # cannot be told apart from the best", and fewer tests make Holm less conservative; with tied leaders a
     # method joins when it is not separated from at least one of them
-    p = S.holm({m: max(S.paired_test(arrays[lead], arrays[m], metric, n_resamples=_n_resamples(metric))
+    p = S.holm({m: max(S.paired_test(arrays[lead], arrays[m], metric, n_resamples=n_resamples_for(metric))
                        for lead in leaders) for m in others})
     return frozenset(leaders) | {m for m in others if p[m] >= alpha}
 
@@ -162,7 +163,7 @@ def versus(groups: Mapping[Key, Ranks], reference: str, *, metrics: Iterable[str
             for d in DIRECTIONS:
                 for metric in metrics:
                     raw[(method, d, metric)] = S.paired_test(ranks.of(d), ref.of(d), metric,
-                                                             n_resamples=_n_resamples(metric))
+                                                             n_resamples=n_resamples_for(metric))
         adjusted = S.holm(raw) if raw else {}
         for (method, d, metric), p in raw.items():
             rows.append(Versus(ds, method, d, metric, S.metric_from_ranks(groups[(ds, method)].of(d), metric),
