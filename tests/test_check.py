@@ -338,3 +338,22 @@ def test_identical_ranks_pass_and_gains_are_improvements():
     assert check_records([_ranked(base, base)], [_ranked(base, base)]).ok
     report = check_records([_ranked(base, base)], [_ranked(cur, cur)])  # current is the better one
     assert report.ok and {r.metric for r in report.improvements} >= {"R@1"}
+
+
+def test_a_seed_spread_baseline_is_judged_by_its_tolerances(tmp_path):
+    from tvr_bench.bench.report.check import build_baseline
+
+    base, cur = _paired_case(n=4000, flip=60)
+    recs = []
+    for seed in range(3):
+        rec = _ranked(base, base)
+        rec["seed"] = seed
+        recs.append(rec)
+    data = build_baseline(recs)
+    assert data["judge"] == "tolerance"
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    loaded = load_baseline(path)
+    folder = tmp_path / "records"
+    write_record(recs[0], folder)
+    assert loaded.paired is False and load_baseline(folder).paired is True

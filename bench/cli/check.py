@@ -28,7 +28,7 @@ def check(current, baseline, tols, tolerance_only):
     # command-line overrides win over the baseline's per-method tolerances too
     per_method = {m: {**t, **overrides} for m, t in base.method_tolerances.items()}
     report = check_records(load_records(current), base.records, tolerances or None, per_method,
-                           paired=not tolerance_only)
+                           paired=base.paired and not tolerance_only)
     click.echo(report.render())
     if not report.ok:
         sys.exit(1)

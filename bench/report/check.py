@@ -37,7 +37,9 @@ are judged by a paired test on the same queries instead of the tolerance: *regre
 move is in the bad / good direction **and** the test (``bench/report/stats.py``: sign-flip for R@K, RSum and
 MnR, paired bootstrap for MdR), Holm-adjusted over every test of the check, gives p < alpha (0.05). A
 difference the test cannot separate from query noise never fails, however large; a small one it can, does.
-``--tolerance-only`` (``paired=False``) restores the tolerances.
+``--tolerance-only`` (``paired=False``) restores the tolerances. A baseline built by ``bench baseline`` from
+the seed-to-seed spread says ``"judge": "tolerance"``: its purpose is training noise across machines (a
+chaotic from-scratch run ends elsewhere on another CPU), which a test over queries does not cover.
 
 The rank metrics apply to both directions (t2v, v2t); a key such as ``t2v.R@1`` overrides one
 direction only. Cost metrics are compared only when both records carry them. Overrides come from
@@ -558,6 +560,7 @@ class Baseline:
     records: list[dict]
     tolerances: dict[str, Tolerance | None] = field(default_factory=dict)
     method_tolerances: dict[str, dict[str, Tolerance | None]] = field(default_factory=dict)
+    paired: bool = True  # False: the file says "judge": "tolerance" (a seed-spread baseline)
 
     def __iter__(self):  # ``records, tolerances = load_baseline(...)`` keeps working
         return iter((self.records, self.tolerances))
@@ -586,7 +589,7 @@ def load_baseline(path: str | os.PathLike) -> Baseline:
     method_tolerances: dict[str, dict[str, Tolerance | None]] = {}
     if isinstance(data, dict) and "records" in data:
         extra = set(data) - {"records", "tolerances", "method_tolerances", "seed_spread", "description",
-                             "created_at", "notes", "schema_version"}
+                             "created_at", "notes", "schema_version", "judge"}
         if extra:
             raise RecordError(f"{p}: unknown baseline key(s) {', '.join(sorted(extra))}")
         try:
@@ -601,6 +604,9 @@ def load_baseline(path: str | os.PathLike) -> Baseline:
                 method_tolerances[m] = coerce_tolerances(spec)
             except ConfigError as e:
                 raise RecordError(f"{p}: method_tolerances.{m}: {e}") from None
+        judge = data.get("judge", "paired")
+        if judge not in ("paired", "tolerance"):
+            raise RecordError(f"{p}: judge must be 'paired' or 'tolerance', got {judge!r}")
         items = data["records"]
         if not isinstance(items, list):
             raise RecordError(f"{p}: 'records' must be a list, got {type(items).__name__}")
@@ -612,6 +618,7 @@ def load_baseline(path: str | os.PathLike) -> Baseline:
     else:
         raise RecordError(f"{p}: baseline must be a record, a list of records or {{'records': [...]}}")
 
+    paired = not (isinstance(data, dict) and data.get("judge") == "tolerance")
     records: list[dict] = []
     seen: dict[tuple, int] = {}
     for i, rec in enumerate(items):
@@ -625,7 +632,7 @@ def load_baseline(path: str | os.PathLike) -> Baseline:
             raise RecordError(f"{loc}: duplicate record {record_label(rec)} (also at index {seen[key]})")
         seen[key] = i
         records.append(rec)
-    return Baseline(records, tolerances, method_tolerances)
+    return Baseline(records, tolerances, method_tolerances, paired)
 
 
 def build_baseline(records: Sequence[dict], *, reference_seed: int = 0, k: float = 4.0, min_seeds: int = 3,
@@ -699,6 +706,8 @@ def build_baseline(records: Sequence[dict], *, reference_seed: int = 0, k: float
         "notes": f"records: seed {reference_seed}; per-method tolerance = max(default, {k:g} x sample std over "
                  f"the seeds listed in seed_spread, {k:g} x the median of that std over methods)",
         "method_tolerances": dict(sorted(method_tol.items())),
+        # the tolerances measure training noise across seeds / machines; a paired test over queries does not
+        "judge": "tolerance",
         "seed_spread": spread,
         "records": out_records,
     }
