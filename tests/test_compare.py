@@ -9,7 +9,8 @@ import statistics
 import pandas as pd
 import pytest
 
-from tvr_bench.bench.report.compare import FLOPS_CONVENTION, comparison_table, write_comparison
+from tvr_bench.bench.report.compare import FLOPS_CONVENTION, comparison_table
+from tvr_bench.bench.report.report import write_comparison
 from tvr_bench.bench.errors import BenchError
 from tvr_bench.bench.records import SCHEMA_VERSION
 

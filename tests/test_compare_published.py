@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from tvr_bench.bench.report.compare import REDUCED_MARK, comparison_table, flops_comparison, plot_points, write_report
+from tvr_bench.bench.report.compare import REDUCED_MARK, comparison_table
+from tvr_bench.bench.report.report import flops_comparison, plot_points, write_report
 from tvr_bench.bench.report.published import PUBLISHED_RESULTS
 from tvr_bench.bench.records import SCHEMA_VERSION, write_record
 

@@ -20,7 +20,8 @@ import click
               help="Write a Markdown report here and its R@1-vs-FLOPs figure beside it (same name, .png).")
 def compare(paths, csv_path, latex_path, per_seed, published, versus, report_path):
     """Print a methods x (metrics, cost) table of the run records in PATHS (files or folders)."""
-    from tvr_bench.bench.report.compare import comparison_table, write_report
+    from tvr_bench.bench.report.compare import comparison_table
+    from tvr_bench.bench.report.report import write_report
     from tvr_bench.bench.atomic import atomic_write_text
     from tvr_bench.bench.records import load_records
 
