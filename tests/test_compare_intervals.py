@@ -145,3 +145,14 @@ def test_records_without_ranks_are_named_and_refused_by_vs(runs):
     assert "No interval and no best marking for: weak/synthetic" in md and "**" not in md.split("\n\n")[0]
     with pytest.raises(BenchError, match="records of weak on synthetic have none"):
         U.versus(U.rank_arrays(old), "strong")
+
+
+def test_figure_points_and_report_carry_the_interval(tmp_path, runs):
+    from tvr_bench.bench.report.report import plot_points, write_report
+
+    recs, arrays = runs
+    pts = {p["method"]: p for p in plot_points(recs)}
+    assert pts["weak"]["r1_ci"] == S.bootstrap_ci(arrays["weak"], "R@1", n_boot=U.N_BOOT)
+    md, png = write_report(recs, tmp_path / "r.md")
+    lo, hi = pts["strong"]["r1_ci"]
+    assert f"[{lo:.1f}, {hi:.1f}]" in md.read_text() and png.stat().st_size > 1000

@@ -1,6 +1,7 @@
 """The figure the papers draw: T2V R@1 against query-time FLOPs per query (log x), one panel per dataset.
 
-Points come from :func:`tvr_bench.bench.report.compare.plot_points`: R@1 measured by this toolkit (filled circles) or
+Points come from :func:`tvr_bench.bench.report.report.plot_points`: R@1 measured by this toolkit (filled circles,
+with their 95 % interval as an error bar when the records keep per-query ranks) or
 published (hollow squares, labelled with the provenance tag), x = FLOPs per query counted with
 FlopCounterMode (text encoding + gallery x per-pair scoring). matplotlib with the Agg backend (no display).
 """
@@ -37,6 +38,11 @@ def plot_r1_vs_flops(points: list[dict], path: str | os.PathLike, *, title: str 
             ax.scatter([p["flops"] for p in sel], [p["r1"] for p in sel], marker=marker, s=46,
                        facecolors=face if face else "C0", edgecolors="C0" if source == "measured" else "C3",
                        label="R@1 measured here" if source == "measured" else "R@1 published [tag]", zorder=3)
+            bars = [p for p in sel if p.get("r1_ci")]
+            if bars:  # the measured points' 95 % interval (bootstrap over queries, and seeds)
+                ax.errorbar([p["flops"] for p in bars], [p["r1"] for p in bars],
+                            yerr=[[p["r1"] - p["r1_ci"][0] for p in bars], [p["r1_ci"][1] - p["r1"] for p in bars]],
+                            fmt="none", ecolor="C0", elinewidth=1, capsize=3, alpha=0.7, zorder=2)
             for p in sel:
                 ax.annotate(p["label"], (p["flops"], p["r1"]), textcoords="offset points", xytext=(5, 4),
                             fontsize=7.5)

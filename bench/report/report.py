@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 
 from tvr_bench.bench.atomic import atomic_write_text
 from tvr_bench.bench.errors import BenchError
+from tvr_bench.bench.report import uncertainty as U
 from tvr_bench.bench.report.compare import _FORMATS, REDUCED_MARK, _prepare, _reduced, comparison_table
 
 __all__ = ["flops_comparison", "plot_points", "write_report", "write_comparison", "FLOP_GAP_NOTES"]
@@ -171,6 +172,7 @@ def plot_points(records: Iterable[dict], *, published: bool = False) -> list[dic
                 x.setdefault(key, (float(f["per_query"]), f.get("gallery_size"), "run"))
         if r["kind"] == "run" and r.get("metrics"):
             acc.setdefault(key, []).append(float(r["metrics"]["t2v"]["R@1"]))
+    cis = U.intervals(U.rank_arrays(recs))  # the table's T2V R@1 interval, drawn as an error bar
     points = []
     for (ds, m), (flops, gallery, xsrc) in sorted(x.items()):
         if (ds, m) in acc:
@@ -178,7 +180,7 @@ def plot_points(records: Iterable[dict], *, published: bool = False) -> list[dic
             mark = f" {REDUCED_MARK}" if (ds, m) in reduced else ""
             points.append({"dataset": ds, "method": m, "flops": flops, "r1": sum(vals) / len(vals),
                            "source": "measured", "label": m + mark, "gallery": gallery, "x_from": xsrc,
-                           "n_seeds": len(vals)})
+                           "n_seeds": len(vals), "r1_ci": cis[(ds, m)]["t2v_R@1"] if (ds, m) in cis else None})
         if published:
             rows = [p for p in published_for(m, ds) if "R@1" in p.t2v]
             rows.sort(key=lambda p: p.variant != "")  # the default configuration first
@@ -227,19 +229,21 @@ def write_report(records: Iterable[dict], md_path: str | os.PathLike, *, publish
     points = plot_points(recs, published=published)
     parts += ["## T2V R@1 against query-time FLOPs per query", "", f"![R@1 vs FLOPs per query]({png_path.name})", ""]
     if points:
-        parts += ["| dataset | method | R@1 | source | FLOPs per query | FLOPs from |", "|---|---|---|---|---|---|"]
+        parts += ["| dataset | method | R@1 [95 % CI] | source | FLOPs per query | FLOPs from |",
+                  "|---|---|---|---|---|---|"]
         for p in points:
             src = "measured here" + (f" (mean of {p['n_seeds']} seeds)" if p.get("n_seeds", 1) > 1 else "") \
                 if p["source"] == "measured" else f"published {p['provenance']}"
             xfrom = ("efficiency record (paper shapes)" if p["x_from"] == "efficiency" else "the run's own cost")
-            parts.append(f"| {p['dataset']} | {p['label']} | {p['r1']:.1f} | {src} | {p['flops'] / 1e9:.4g} G | "
-                         f"{xfrom} |")
+            r1 = f"{p['r1']:.1f}" + (f" [{p['r1_ci'][0]:.1f}, {p['r1_ci'][1]:.1f}]" if p.get("r1_ci") else "")
+            parts.append(f"| {p['dataset']} | {p['label']} | {r1} | {src} | {p['flops'] / 1e9:.4g} G | {xfrom} |")
         parts.append("")
     else:
         parts += ["No (dataset, method) has both an R@1 (measured, or published with `--published`) and a FLOPs "
                   "count: the figure is empty.", ""]
     text = "\n".join(parts)
-    title = "T2V R@1 vs query-time FLOPs per query (filled: measured here; hollow: published, tag in brackets)"
+    title = ("T2V R@1 vs query-time FLOPs per query (filled: measured here, bars: 95 % CI; hollow: published, "
+             "tag in brackets)")
     plot_r1_vs_flops(points, png_path, title=title)
     atomic_write_text(md_path, text)
     return md_path, png_path
