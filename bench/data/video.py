@@ -345,8 +345,10 @@ def write_video(
     The file is written to a temporary name in the same folder and moved into place with
     ``os.replace``, so a reader never sees a half-written file. ``H`` and ``W`` must be even
     (yuv420p). ``crf`` sets libx264's quality (lower = better); ``faststart`` puts the index at the
-    front of the file. Not byte-reproducible across runs: two generations of the embedded benchmark
-    differed in 22 of 900 files, 4 of them in decoded pixels (suspect: libx264's default multi-threading; open).
+    front of the file. The encoder runs single-threaded: libx264's default frame threads make the output
+    depend on thread timing (two generations of the embedded benchmark differed in 22 of 900 files, 4 of them
+    in decoded pixels); with one thread the same frames give the same bytes, since x264's SIMD paths are
+    bit-exact with its C code on every CPU.
     """
     path = Path(path)
     frames = np.asarray(frames)
@@ -371,8 +373,9 @@ def write_video(
             stream.width = width
             stream.height = height
             stream.pix_fmt = "yuv420p"
+            stream.codec_context.thread_count = 1  # deterministic output (see the docstring)
             if codec == "libx264":
-                stream.options = {"crf": str(int(crf)), "preset": "veryfast"}
+                stream.options = {"crf": str(int(crf)), "preset": "veryfast", "threads": "1"}
             else:
                 stream.bit_rate = max(200_000, width * height * fps * 2)
             for i, array in enumerate(frames):
