@@ -7,13 +7,9 @@ import json
 
 import pytest
 
-from tvr_bench.bench.report.check import (
-    DEFAULT_TOLERANCES,
-    Tolerance,
-    check_records,
-    load_baseline,
-    parse_tolerance_overrides,
-)
+from tvr_bench.bench.report.baseline import load_baseline
+from tvr_bench.bench.report.check import check_records
+from tvr_bench.bench.report.tolerance import DEFAULT_TOLERANCES, Tolerance, parse_tolerance_overrides
 from tvr_bench.bench.errors import ConfigError, RecordError, RegressionError
 from tvr_bench.bench.records import SCHEMA_VERSION, write_record
 
@@ -260,7 +256,7 @@ def test_load_baseline_errors(tmp_path, baseline):
 
 def test_baseline_from_seed_spread_sets_per_method_tolerances(tmp_path):
     """build_baseline: seed-0 records; each method's tolerance = max(default, k * std over seeds)."""
-    from tvr_bench.bench.report.check import build_baseline
+    from tvr_bench.bench.report.baseline import build_baseline
 
     noisy = [make_record("glccl", seed=s, r1=r) for s, r in enumerate([20.0, 26.0, 14.0, 20.0])]
     stable = [make_record("meanp", seed=s, r1=r) for s, r in enumerate([10.0, 10.5, 9.5])]
@@ -341,7 +337,7 @@ def test_identical_ranks_pass_and_gains_are_improvements():
 
 
 def test_a_seed_spread_baseline_is_judged_by_its_tolerances(tmp_path):
-    from tvr_bench.bench.report.check import build_baseline
+    from tvr_bench.bench.report.baseline import build_baseline
 
     base, cur = _paired_case(n=4000, flip=60)
     recs = []

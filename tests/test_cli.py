@@ -91,7 +91,7 @@ def test_overwrite_retrains_instead_of_resuming_the_finished_checkpoint(smoke_di
 
 def test_smoke_run_matches_committed_baseline(smoke_dir):
     """The CI regression check: the pinned smoke run against reports/baselines/smoke.json."""
-    from tvr_bench.bench.report.check import load_baseline
+    from tvr_bench.bench.report.baseline import load_baseline
     from tvr_bench.bench.registry import METHODS
 
     out, _ = smoke_dir

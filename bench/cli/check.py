@@ -18,7 +18,9 @@ import click
                    "(default: a paired test on the same queries, Holm-adjusted, alpha 0.05).")
 def check(current, baseline, tols, tolerance_only):
     """Compare run records with a baseline; exit 1 naming every metric that regressed beyond tolerance."""
-    from tvr_bench.bench.report.check import check_records, load_baseline, parse_tolerance_overrides
+    from tvr_bench.bench.report.baseline import load_baseline
+    from tvr_bench.bench.report.check import check_records
+    from tvr_bench.bench.report.tolerance import parse_tolerance_overrides
     from tvr_bench.bench.records import load_records
 
     base = load_baseline(baseline)
@@ -48,7 +50,7 @@ def baseline(runs, out_path, reference_seed, k, borrow_spread, description):
     """Build a regression baseline from a multi-seed run (>= 3 seeds per method) in RUNS."""
     import json
 
-    from tvr_bench.bench.report.check import build_baseline
+    from tvr_bench.bench.report.baseline import build_baseline
     from tvr_bench.bench.atomic import atomic_write_text
     from tvr_bench.bench.records import load_records
 

@@ -12,25 +12,7 @@ with a direction-aware tolerance:
 * **missing run** -- a baseline record has no current counterpart: a failure;
 * **extra run** -- a current record has no baseline counterpart: information only.
 
-Default tolerances (:data:`DEFAULT_TOLERANCES`; the allowed move is ``max(abs, rel * |baseline|)``)
-=====================  ==========  =====================  ===========================================
-metric                 better      tolerance              why
-=====================  ==========  =====================  ===========================================
-R@1, R@5, R@10         higher      2.0 points             seed-to-seed noise of small test sets
-RSum                   higher      5.0 points             sum of three recalls: noise adds up
-MdR                    lower       1.0 rank               median rank moves in whole ranks
-MnR                    lower       max(1.0, 15 %)         mean rank scales with the gallery size
-params_total,          exact       0                      deterministic: any change is a different
-params_trainable,                                         model
-params_head
-flops_text_per_query,  exact       rel 1e-6               deterministic (FlopCounterMode); the
-flops_score_per_pair,                                     relative slack only absorbs float printing
-flops_per_query,
-flops_video_per_video
-gallery_size           exact       0                      a different gallery changes every metric
-memory_peak_bytes      lower       off                    machine-dependent; enable with ``--tol``
-latency_ms             lower       off                    machine-dependent; enable with ``--tol``
-=====================  ==========  =====================  ===========================================
+Default tolerances and their syntax: ``bench/report/tolerance.py``.
 
 **Paired tests.** When both records of a pair keep their per-query ranks (record schema 2), the rank metrics
 are judged by a paired test on the same queries instead of the tolerance: *regressed* / *improved* means the
@@ -50,240 +32,37 @@ of both), ``exact`` (0) or ``off`` (not checked).
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from tvr_bench.bench.errors import ConfigError, RecordError, RegressionError
+from tvr_bench.bench.errors import RecordError, RegressionError
 from tvr_bench.bench.records import (
     DIRECTIONS,
     RANK_METRICS,
     flatten_record,
-    load_records,
     record_key,
     record_label,
     validate_record,
 )
-
-__all__ = [
-    "Tolerance",
-    "METRIC_DIRECTIONS",
-    "DEFAULT_TOLERANCES",
-    "CheckRow",
-    "CheckReport",
-    "check_records",
-    "load_baseline",
-    "parse_tolerance_overrides",
-    "parse_tolerance_value",
-    "coerce_tolerances",
-]
-
-HIGHER, LOWER, EQUAL = "higher", "lower", "equal"
-
-COST_METRICS = (
-    "params_total",
-    "params_trainable",
-    "params_head",
-    "flops_text_per_query",
-    "flops_score_per_pair",
-    "flops_per_query",
-    "flops_video_per_video",
-    "gallery_size",
-    "memory_peak_bytes",
-    "latency_ms",
+from tvr_bench.bench.report.tolerance import (
+    COST_METRICS,
+    DEFAULT_TOLERANCES,
+    EQUAL,
+    HIGHER,
+    METRIC_DIRECTIONS,
+    Tolerance,
+    resolve_tolerance,
+    coerce_tolerances,
 )
 
-#: Which way is better, for every metric a tolerance can be given for.
-METRIC_DIRECTIONS: dict[str, str] = {
-    "R@1": HIGHER,
-    "R@5": HIGHER,
-    "R@10": HIGHER,
-    "RSum": HIGHER,
-    "MdR": LOWER,
-    "MnR": LOWER,
-    **{k: EQUAL for k in COST_METRICS if k.startswith(("params_", "flops_")) or k == "gallery_size"},
-    "memory_peak_bytes": LOWER,
-    "latency_ms": LOWER,
-}
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """Allowed move of one metric: ``max(abs, rel * |baseline|)`` in the bad direction.
-
-    ``direction`` is ``"higher"`` / ``"lower"`` (which way is better) or ``"equal"`` (must not move).
-    """
-
-    direction: str
-    abs: float = 0.0
-    rel: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.direction not in (HIGHER, LOWER, EQUAL):
-            raise ConfigError(f"tolerance direction {self.direction!r} not one of higher, lower, equal")
-        for name in ("abs", "rel"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise ConfigError(f"tolerance {name}={v!r} must be a finite number >= 0")
-
-    def allowed(self, baseline: float) -> float:
-        return max(float(self.abs), float(self.rel) * abs(float(baseline)))
-
-    def describe(self) -> str:
-        parts = []
-        if self.abs:
-            parts.append(f"{self.abs:g}")
-        if self.rel:
-            parts.append(f"{self.rel * 100:g}%")
-        if not parts:
-            return "exact"
-        return parts[0] if len(parts) == 1 else f"max({', '.join(parts)})"
-
-
-#: Defaults; ``None`` = not checked unless enabled by an override. See the module docstring.
-DEFAULT_TOLERANCES: dict[str, Tolerance | None] = {
-    "R@1": Tolerance(HIGHER, abs=2.0),
-    "R@5": Tolerance(HIGHER, abs=2.0),
-    "R@10": Tolerance(HIGHER, abs=2.0),
-    "RSum": Tolerance(HIGHER, abs=5.0),
-    "MdR": Tolerance(LOWER, abs=1.0),
-    "MnR": Tolerance(LOWER, abs=1.0, rel=0.15),
-    "params_total": Tolerance(EQUAL),
-    "params_trainable": Tolerance(EQUAL),
-    "params_head": Tolerance(EQUAL),
-    "flops_text_per_query": Tolerance(EQUAL, rel=1e-6),
-    "flops_score_per_pair": Tolerance(EQUAL, rel=1e-6),
-    "flops_per_query": Tolerance(EQUAL, rel=1e-6),
-    "flops_video_per_video": Tolerance(EQUAL, rel=1e-6),
-    "gallery_size": Tolerance(EQUAL),
-    "memory_peak_bytes": None,
-    "latency_ms": None,
-}
+__all__ = ["CheckRow", "CheckReport", "check_records"]
 
 # verdicts
 OK, REGRESSED, IMPROVED, CHANGED = "ok", "regressed", "improved", "changed"
 MISSING_METRIC, MISSING_RUN, EXTRA_RUN = "missing metric", "missing run", "extra run"
 FAILING = (REGRESSED, CHANGED, MISSING_METRIC, MISSING_RUN)
-
-
-# --------------------------------------------------------------------------------------------------
-# tolerance parsing
-# --------------------------------------------------------------------------------------------------
-
-_CANON = {k.lower(): k for k in METRIC_DIRECTIONS}
-
-
-def _canonical_key(key: str) -> str:
-    """``"t2v.r@1"`` -> ``"t2v.R@1"``; ConfigError on an unknown metric."""
-    raw = str(key).strip()
-    prefix, _, name = raw.rpartition(".")
-    if prefix and prefix.lower() not in DIRECTIONS:
-        raise ConfigError(f"tolerance key {key!r}: unknown direction {prefix!r} (use t2v or v2t)")
-    canon = _CANON.get(name.lower())
-    if canon is None:
-        raise ConfigError(f"tolerance key {key!r}: unknown metric; known: {', '.join(METRIC_DIRECTIONS)}")
-    if prefix and canon not in RANK_METRICS:
-        raise ConfigError(f"tolerance key {key!r}: only rank metrics take a t2v./v2t. prefix")
-    return f"{prefix.lower()}.{canon}" if prefix else canon
-
-
-def _base_name(key: str) -> str:
-    return key.rpartition(".")[2]
-
-
-def parse_tolerance_value(key: str, value: Any) -> Tolerance | None:
-    """Turn a tolerance spec into a :class:`Tolerance` (or ``None`` = off) for metric ``key``.
-
-    Accepted: a :class:`Tolerance`; ``None``; a number (absolute); a string ``"1.5"``, ``"10%"``,
-    ``"1+15%"``, ``"exact"``, ``"off"``; a dict with ``abs`` / ``rel`` (and optional ``direction``).
-    """
-    key = _canonical_key(key)
-    direction = METRIC_DIRECTIONS[_base_name(key)]
-    if value is None or isinstance(value, Tolerance):
-        return value
-    if isinstance(value, bool):
-        raise ConfigError(f"tolerance {key}: {value!r} is not a tolerance")
-    if isinstance(value, (int, float)):
-        return Tolerance(direction, abs=float(value))
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"abs", "rel", "direction"}
-        if unknown:
-            raise ConfigError(f"tolerance {key}: unknown field(s) {', '.join(sorted(unknown))}")
-        try:
-            return Tolerance(
-                str(value.get("direction", direction)),
-                abs=float(value.get("abs", 0.0)),
-                rel=float(value.get("rel", 0.0)),
-            )
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"tolerance {key}: {e}") from e
-    if isinstance(value, str):
-        s = value.strip().lower()
-        if s in ("off", "none", "skip", "ignore"):
-            return None
-        if s in ("exact", "0"):
-            return Tolerance(direction)
-        a = r = 0.0
-        try:
-            for part in s.split("+"):
-                part = part.strip()
-                if part.endswith("%"):
-                    r = float(part[:-1]) / 100.0
-                else:
-                    a = float(part)
-        except ValueError:
-            raise ConfigError(
-                f"tolerance {key}={value!r}: expected a number (1.5), a percentage (10%), both (1+15%), "
-                "'exact' or 'off'"
-            ) from None
-        return Tolerance(direction, abs=a, rel=r)
-    raise ConfigError(f"tolerance {key}: unsupported value {value!r}")
-
-
-def coerce_tolerances(spec: Mapping[str, Any] | None) -> dict[str, Tolerance | None]:
-    """Normalise a ``{metric: spec}`` mapping (see :func:`parse_tolerance_value`)."""
-    if spec is None:
-        return {}
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"tolerances must be an object mapping metric names to tolerances, got {type(spec).__name__}")
-    return {_canonical_key(k): parse_tolerance_value(k, v) for k, v in spec.items()}
-
-
-def parse_tolerance_overrides(items: Iterable[str] | str | None) -> dict[str, Tolerance | None]:
-    """Parse ``--tol`` options such as ``["R@1=1.5", "MnR=10%", "t2v.MdR=2", "latency_ms=50%"]``.
-
-    Items may also be comma-separated in one string. Raises :class:`ConfigError` on bad input.
-    """
-    if items is None:
-        return {}
-    if isinstance(items, str):
-        items = [items]
-    out: dict[str, Tolerance | None] = {}
-    for item in items:
-        for piece in str(item).split(","):
-            piece = piece.strip()
-            if not piece:
-                continue
-            key, eq, value = piece.partition("=")
-            if not eq or not key.strip() or not value.strip():
-                raise ConfigError(f"--tol {piece!r}: expected METRIC=VALUE, e.g. R@1=1.5 or MnR=10%")
-            out[_canonical_key(key)] = parse_tolerance_value(key, value)
-    return out
-
-
-def _resolve(tolerances: Mapping[str, Tolerance | None], direction: str | None, metric: str) -> Tolerance | None:
-    if direction is not None and f"{direction}.{metric}" in tolerances:
-        return tolerances[f"{direction}.{metric}"]
-    return tolerances.get(metric)
-
-
-# --------------------------------------------------------------------------------------------------
-# report
-# --------------------------------------------------------------------------------------------------
 
 
 def _fmt_num(v: Any, *, counts: bool = False) -> str:
@@ -468,7 +247,7 @@ def _compare_pair(base: dict, cur: dict, tolerances: Mapping[str, Tolerance | No
 
     for d in DIRECTIONS:
         for m in RANK_METRICS:
-            tol = _resolve(tolerances, d, m)
+            tol = resolve_tolerance(tolerances, d, m)
             if tol is None:
                 continue
             b, c = fb[f"{d}_{m}"], fc[f"{d}_{m}"]
@@ -485,7 +264,7 @@ def _compare_pair(base: dict, cur: dict, tolerances: Mapping[str, Tolerance | No
                 continue
             add(d, m, b, c, tol)
     for m in COST_METRICS:
-        tol = _resolve(tolerances, None, m)
+        tol = resolve_tolerance(tolerances, None, m)
         if tol is None:
             continue
         col = m
@@ -548,166 +327,3 @@ def _settle_paired(rows: list[CheckRow], alpha: float) -> None:
             verdict = REGRESSED if worse else IMPROVED
         rows[i] = dataclasses.replace(r, verdict=verdict,
                                       tolerance=f"paired p={adjusted[i]:.2g} (Holm, {len(pending)} tests)")
-
-
-# --------------------------------------------------------------------------------------------------
-# baseline files
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Baseline:
-    records: list[dict]
-    tolerances: dict[str, Tolerance | None] = field(default_factory=dict)
-    method_tolerances: dict[str, dict[str, Tolerance | None]] = field(default_factory=dict)
-    paired: bool = True  # False: the file says "judge": "tolerance" (a seed-spread baseline)
-
-    def __iter__(self):  # ``records, tolerances = load_baseline(...)`` keeps working
-        return iter((self.records, self.tolerances))
-
-
-def load_baseline(path: str | os.PathLike) -> Baseline:
-    """Load a baseline: records, global tolerance overrides and per-method overrides.
-
-    ``path`` is a folder of run records (no overrides), or a JSON file holding one record, a list of
-    records, or ``{"records": [...], "tolerances": {...}, "method_tolerances": {method: {...}}}``.
-    Errors name the file (and list index).
-    """
-    p = Path(path)
-    if p.is_dir():
-        return Baseline(load_records(p))
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecordError(f"{p}: baseline not found") from None
-    except json.JSONDecodeError as e:
-        raise RecordError(f"{p}: baseline is not valid JSON: {e}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecordError(f"{p}: cannot read baseline: {e}") from e
-
-    tolerances: dict[str, Tolerance | None] = {}
-    method_tolerances: dict[str, dict[str, Tolerance | None]] = {}
-    if isinstance(data, dict) and "records" in data:
-        extra = set(data) - {"records", "tolerances", "method_tolerances", "seed_spread", "description",
-                             "created_at", "notes", "schema_version", "judge"}
-        if extra:
-            raise RecordError(f"{p}: unknown baseline key(s) {', '.join(sorted(extra))}")
-        try:
-            tolerances = coerce_tolerances(data.get("tolerances"))
-        except ConfigError as e:
-            raise RecordError(f"{p}: tolerances: {e}") from None
-        per = data.get("method_tolerances") or {}
-        if not isinstance(per, dict):
-            raise RecordError(f"{p}: method_tolerances must map method names to tolerance objects")
-        for m, spec in per.items():
-            try:
-                method_tolerances[m] = coerce_tolerances(spec)
-            except ConfigError as e:
-                raise RecordError(f"{p}: method_tolerances.{m}: {e}") from None
-        judge = data.get("judge", "paired")
-        if judge not in ("paired", "tolerance"):
-            raise RecordError(f"{p}: judge must be 'paired' or 'tolerance', got {judge!r}")
-        items = data["records"]
-        if not isinstance(items, list):
-            raise RecordError(f"{p}: 'records' must be a list, got {type(items).__name__}")
-        where = "records"
-    elif isinstance(data, list):
-        items, where = data, ""
-    elif isinstance(data, dict):
-        items, where = [data], None
-    else:
-        raise RecordError(f"{p}: baseline must be a record, a list of records or {{'records': [...]}}")
-
-    paired = not (isinstance(data, dict) and data.get("judge") == "tolerance")
-    records: list[dict] = []
-    seen: dict[tuple, int] = {}
-    for i, rec in enumerate(items):
-        loc = f"{p}" if where is None else f"{p}: {where}[{i}]"
-        try:
-            validate_record(rec)
-        except RecordError as e:
-            raise RecordError(f"{loc}: {e}") from None
-        key = record_key(rec)
-        if key in seen:
-            raise RecordError(f"{loc}: duplicate record {record_label(rec)} (also at index {seen[key]})")
-        seen[key] = i
-        records.append(rec)
-    return Baseline(records, tolerances, method_tolerances, paired)
-
-
-def build_baseline(records: Sequence[dict], *, reference_seed: int = 0, k: float = 4.0, min_seeds: int = 3,
-                   borrow: bool = False, description: str = "") -> dict:
-    """A baseline file from a multi-seed run: the ``reference_seed`` records, with per-method tolerances.
-
-    Training from scratch is chaotic: a different CPU, thread count or codec build perturbs the first float
-    and the run ends elsewhere. The seed-to-seed spread measures that noise, so each rank metric of each
-    method gets ``max(default, k x sample std over seeds, k x median std over methods)`` (MdR rounded up to
-    whole ranks; the median floor guards against a spread that a few seeds underestimate). CI runs the
-    reference seed and fails only on moves beyond that spread (e.g. a method that stops learning).
-
-    A method with fewer than ``min_seeds`` seeds is an error, unless ``borrow``: it then gets, per metric, the
-    largest spread measured on the methods that have enough seeds, and ``seed_spread`` says so.
-    """
-    import statistics
-
-    from tvr_bench.bench.records import flatten_record
-
-    by_method: dict[str, list[dict]] = {}
-    for r in records:
-        by_method.setdefault(r["method"], []).append(r)
-    out_records, method_tol, spread = [], {}, {}
-    stds: dict[str, dict[str, float]] = {}
-    for method, recs in sorted(by_method.items()):
-        seeds = sorted(r["seed"] for r in recs)
-        if reference_seed not in seeds:
-            raise ConfigError(f"build_baseline: {method} has no record for reference seed {reference_seed}")
-        out_records.append(next(r for r in recs if r["seed"] == reference_seed))
-        spread[method] = {"seeds": seeds}
-        if len(seeds) < min_seeds:
-            if not borrow:
-                raise ConfigError(f"build_baseline: {method} has {len(seeds)} seed(s) {seeds}; need >= {min_seeds} "
-                                  "for a spread (or borrow the largest measured spread)")
-            continue
-        flat = [flatten_record(r) for r in recs]
-        stds[method] = {}
-        for d in DIRECTIONS:
-            for m in RANK_METRICS:
-                vals = [f[f"{d}_{m}"] for f in flat if isinstance(f.get(f"{d}_{m}"), (int, float))]
-                if len(vals) >= 2:
-                    stds[method][f"{d}.{m}"] = statistics.stdev(vals)
-                    spread[method][f"{d}.{m}"] = {"mean": round(statistics.fmean(vals), 3),
-                                                  "std": round(stds[method][f"{d}.{m}"], 3), "n": len(vals)}
-    if not stds:
-        raise ConfigError(f"build_baseline: no method has >= {min_seeds} seeds; nothing to measure a spread on")
-    pooled: dict[str, float] = {}
-    typical: dict[str, float] = {}  # median std over methods: a floor, since 3 seeds can show a spread of ~0
-    for key in {k_ for per in stds.values() for k_ in per}:
-        values = [per[key] for per in stds.values() if key in per]
-        pooled[key] = max(values)
-        typical[key] = statistics.median(values)
-
-    def tolerance(key: str, sd: float) -> dict:
-        default = DEFAULT_TOLERANCES[key.rpartition(".")[2]]
-        allowed = max(default.abs, k * sd, k * typical[key])
-        if key.endswith("MdR"):
-            allowed = float(math.ceil(allowed))
-        return {"abs": round(allowed, 2), "rel": default.rel}
-
-    for method in by_method:
-        if method in stds:
-            method_tol[method] = {key: tolerance(key, sd) for key, sd in stds[method].items()}
-        else:
-            method_tol[method] = {key: tolerance(key, sd) for key, sd in pooled.items()}
-            spread[method]["borrowed"] = (f"fewer than {min_seeds} seeds: tolerances use the largest std measured on "
-                                          f"{', '.join(sorted(stds))}")
-    return {
-        "schema_version": 1,
-        "description": description,
-        "notes": f"records: seed {reference_seed}; per-method tolerance = max(default, {k:g} x sample std over "
-                 f"the seeds listed in seed_spread, {k:g} x the median of that std over methods)",
-        "method_tolerances": dict(sorted(method_tol.items())),
-        # the tolerances measure training noise across seeds / machines; a paired test over queries does not
-        "judge": "tolerance",
-        "seed_spread": spread,
-        "records": out_records,
-    }
