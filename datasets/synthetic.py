@@ -37,17 +37,13 @@ another video of the split (practically never); the generator prefers subsets th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
 import math
 import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -55,8 +51,23 @@ from tvr_bench.bench.atomic import atomic_write_text
 from tvr_bench.bench.errors import ConfigError, DataError
 from tvr_bench.bench.api.metadata import DatasetInfo
 from tvr_bench.bench.registry import register_dataset
+from tvr_bench.bench.data.cache_folder import materialise
 from tvr_bench.bench.data.video import write_video
 from tvr_bench.bench.api.dataset import CaptionItem, DatasetPlugin, Split, VideoItem
+from tvr_bench.datasets._synthetic_world import (  # the world the videos show, and how captions say it
+    _POOL,
+    BACKGROUNDS,
+    COLOURS,
+    MOTIONS,
+    SHAPES,
+    Event,
+    _CONNECTORS,
+    _EVENT_TEMPLATES,
+    _MOTION_WORDS,
+    _caption_text,
+    _event_dict,
+    render_event_frames,
+)
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -86,40 +97,6 @@ _SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
 _EVENTS, _CAPTIONS, _RENDER = 1, 2, 3
 _HARD_NEGATIVES = 4  # per split
 
-SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar")
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (230, 30, 30),
-    "green": (40, 205, 40),
-    "blue": (45, 85, 255),
-    "yellow": (245, 230, 40),
-    "magenta": (230, 40, 230),
-    "cyan": (40, 230, 230),
-    "white": (250, 250, 250),
-    "orange": (255, 140, 0),
-}
-MOTIONS = ("left", "right", "up", "down", "still")
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "black": (0, 0, 0),
-    "gray": (100, 100, 100),
-    "dark blue": (15, 20, 105),
-    "dark green": (15, 85, 25),
-}
-# Colour/background pairs that read badly (same hue): never generated.
-_CLASHES = {("blue", "dark blue"), ("green", "dark green")}
-
-# Caption phrasing, kept compact: at coverage 0.5 with 4 events the longest caption stays well under
-# the synthetic benchmark's 32-token text context (checked by the tests with the CLIP tokenizer).
-_MOTION_WORDS = (
-    {"left": "left", "right": "right", "up": "up", "down": "down", "still": "pulsing"},
-    {"left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down", "still": "pulsing"},
-    {"left": "going left", "right": "going right", "up": "going up", "down": "going down", "still": "pulsing"},
-)
-_EVENT_TEMPLATES = (
-    "{colour} {shape} {motion} on {background}",
-    "{colour} {shape} on {background} {motion}",
-)
-_CONNECTORS = (", then ", " then ", ", later ", ", next ")
-
 _DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "events_per_video": 4,
@@ -137,23 +114,6 @@ _INT_PARAMS = (
     "captions_per_video_eval", "frame_size", "seconds_per_event", "fps",
 )
 _FLOAT_PARAMS = ("caption_coverage", "hard_negative_rate")
-
-Event = tuple[str, str, str, str]  # (shape, colour, motion, background)
-
-
-def _event_pool() -> list[Event]:
-    return [
-        (shape, colour, motion, background)
-        for shape in SHAPES
-        for colour in COLOURS
-        for motion in MOTIONS
-        for background in BACKGROUNDS
-        if (colour, background) not in _CLASHES
-    ]
-
-
-_POOL = _event_pool()
-
 
 # --------------------------------------------------------------------------------------------
 # Parameters
@@ -221,88 +181,12 @@ def n_described(events_per_video: int, caption_coverage: float) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Drawing
-# --------------------------------------------------------------------------------------------
-
-
-def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
-    ax, ay = np.abs(dx), np.abs(dy)
-    if shape == "circle":
-        return dx * dx + dy * dy <= r * r
-    if shape == "square":
-        return np.maximum(ax, ay) <= 0.85 * r
-    if shape == "triangle":  # apex up
-        return (dy >= -r) & (dy <= 0.8 * r) & (ax <= (dy + r) * 0.6)
-    if shape == "cross":
-        return ((ax <= 0.3 * r) & (ay <= r)) | ((ay <= 0.3 * r) & (ax <= r))
-    if shape == "ring":
-        d2 = dx * dx + dy * dy
-        return (d2 <= r * r) & (d2 >= (0.55 * r) ** 2)
-    if shape == "bar":  # horizontal
-        return (ax <= 1.1 * r) & (ay <= 0.35 * r)
-    raise ValueError(f"unknown shape {shape!r}")
-
-
-def render_event_frames(
-    event: Event, n_frames: int, size: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Draw one event as ``n_frames`` uint8 RGB frames ``[n_frames, size, size, 3]``.
-
-    Moving shapes cross the frame in the named direction over the event (image "up" = towards row
-    0); a ``still`` shape stays put and pulses (one grow-and-shrink cycle per event). ``rng`` jitters
-    the size and the off-axis position, so two videos holding the same event do not look identical.
-    """
-    shape, colour, motion, background = event
-    radius = size * rng.uniform(0.13, 0.17)
-    offset = size * rng.uniform(-0.12, 0.12, size=2)
-    frames = np.empty((n_frames, size, size, 3), dtype=np.uint8)
-    frames[...] = np.asarray(BACKGROUNDS[background], dtype=np.uint8)
-    grid = np.arange(size, dtype=np.float32) + 0.5
-    yy, xx = grid[:, None], grid[None, :]
-    fg = np.asarray(COLOURS[colour], dtype=np.uint8)
-    centre = size / 2.0
-    lo, hi = 0.22 * size, 0.78 * size
-    for f in range(n_frames):
-        t = (f + 0.5) / n_frames
-        cx, cy, r = centre + offset[0], centre + offset[1], radius
-        if motion == "left":
-            cx = hi - (hi - lo) * t
-        elif motion == "right":
-            cx = lo + (hi - lo) * t
-        elif motion == "up":
-            cy = hi - (hi - lo) * t
-        elif motion == "down":
-            cy = lo + (hi - lo) * t
-        elif motion == "still":
-            r = radius * (1.0 + 0.35 * math.sin(2.0 * math.pi * t))
-        else:
-            raise ValueError(f"unknown motion {motion!r}")
-        frames[f][_shape_mask(shape, xx - cx, yy - cy, r)] = fg
-    return frames
-
-
-# --------------------------------------------------------------------------------------------
 # Sampling
 # --------------------------------------------------------------------------------------------
 
 
 def _rng(*key: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(key))))
-
-
-def _event_dict(event: Event) -> dict[str, str]:
-    shape, colour, motion, background = event
-    return {"shape": shape, "colour": colour, "motion": motion, "background": background}
-
-
-def _caption_text(events: list[Event], template: int, words: int, connector: int) -> str:
-    phrases = [
-        _EVENT_TEMPLATES[template].format(
-            colour=c, shape=s, motion=_MOTION_WORDS[words][m], background=b
-        )
-        for s, c, m, b in events
-    ]
-    return _CONNECTORS[connector].join(phrases)
 
 
 def _candidate_subsets(n_events: int, k: int, rng: np.random.Generator, limit: int = 2000) -> list[tuple[int, ...]]:
@@ -537,23 +421,6 @@ def load_synthetic_annotations(path: str | os.PathLike) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock (POSIX ``flock``); a no-op where ``fcntl`` is unavailable (the
-    temp-folder-and-rename below still keeps concurrent generations from corrupting each other)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def _is_complete(ann_path: Path, fingerprint: str) -> bool:
     try:
         data = json.loads(ann_path.read_text(encoding="utf-8"))
@@ -568,42 +435,15 @@ def ensure_synthetic(cache_dir: str | os.PathLike, **params: Any) -> Path:
     The benchmark lives in ``cache_dir/synthetic-<fingerprint[:12]>``; it is reused when its
     ``annotations.json`` exists and carries the same fingerprint. Generation happens in a temporary
     folder renamed into place, under a lock file, so concurrent processes neither duplicate the work
-    nor see a half-written benchmark.
+    nor see a half-written benchmark, and a killed generation's temp folder is removed
+    (``bench/data/cache_folder.py``).
     """
     p = synthetic_params(**params)
     fp = params_fingerprint(p)
-    cache_dir = Path(cache_dir)
-    name = f"synthetic-{fp[:12]}"
-    target = cache_dir / name
-    ann_path = target / ANNOTATION_FILE
-    if _is_complete(ann_path, fp):
-        return ann_path
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(cache_dir / f".{name}.lock"):
-        if _is_complete(ann_path, fp):
-            return ann_path
-        # Holding the lock, no other generation of this benchmark is alive: a temp or stale folder here is
-        # what a killed generation left behind (up to the whole benchmark's videos).
-        for litter in [*cache_dir.glob(f".{name}.tmp-*"), *cache_dir.glob(f".{name}.stale-*")]:
-            shutil.rmtree(litter, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache_dir))
-        try:
-            generate_synthetic(tmp, **p)
-            if target.exists():  # incomplete or stale: move it aside, then drop it
-                stale = cache_dir / f".{name}.stale-{uuid.uuid4().hex[:8]}"
-                os.rename(target, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            try:
-                os.rename(tmp, target)
-            except OSError:
-                # Another process (without working locks) got there first.
-                if not _is_complete(ann_path, fp):
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return ann_path
+    target = materialise(Path(cache_dir) / f"synthetic-{fp[:12]}",
+                         lambda folder: _is_complete(folder / ANNOTATION_FILE, fp),
+                         lambda tmp: generate_synthetic(tmp, **p))
+    return target / ANNOTATION_FILE
 
 
 # --------------------------------------------------------------------------------------------------

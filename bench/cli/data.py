@@ -35,10 +35,15 @@ class _NoMethod:
     """Stands in for a method when resolving the config: data commands need only data.* and backbone.*."""
 
     info = SimpleNamespace(name="none", official={})
+    OPTION_TYPES: dict = {}
 
     @staticmethod
     def default_options() -> dict:
         return {}
+
+    @staticmethod
+    def check_options(options, arch, *, max_frames) -> None:
+        """No method options to check (the backbone name is still checked, by the architecture look-up)."""
 
 
 def root_override(root: Path, dataset_names: list[str] | None = None) -> str:
