@@ -3,6 +3,8 @@
 Examples:
   bench run --method glccl,meanp --dataset synthetic
   bench run --method glccl --dataset synthetic --preset smoke --seed 0 --seed 1 --set train.epochs=3
+  bench eval --method meanp --dataset synthetic            # zero-shot: no training
+  bench eval --method glccl --dataset synthetic --checkpoint runs/checkpoints/glccl__synthetic__seed0/best.pt
   bench compare runs/ --csv runs/table.csv --latex runs/table.tex
   bench check runs/ --baseline reports/baselines/smoke.json
 """
@@ -45,10 +47,10 @@ from tvr_bench.bench.cli.compare import compare  # noqa: E402
 from tvr_bench.bench.cli.data import data  # noqa: E402
 from tvr_bench.bench.cli.efficiency import efficiency  # noqa: E402
 from tvr_bench.bench.cli.listing import list_  # noqa: E402
-from tvr_bench.bench.cli.run import run  # noqa: E402
+from tvr_bench.bench.cli.run import evaluate, run  # noqa: E402
 from tvr_bench.bench.cli.schema import schema  # noqa: E402
 
-for _command in (run, list_, compare, check, baseline, data, efficiency, schema):
+for _command in (run, evaluate, list_, compare, check, baseline, data, efficiency, schema):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

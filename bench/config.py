@@ -56,7 +56,9 @@ HARNESS_DEFAULTS: dict[str, Any] = {
     },
     # chunk_size None: the scoring block is sized from memory_budget (bytes or '2GB'; None = 2 GiB on CPU, a
     # quarter of free GPU memory on CUDA) and the method's score_pair_bytes; an int forces that block side
-    "eval": {"batch_size": 64, "chunk_size": None, "memory_budget": None, "tie_policy": "pessimistic"},
+    # checkpoint: a tvr-bench checkpoint (best.pt / last.pt) to evaluate with train.epochs=0 (`bench eval`)
+    "eval": {"batch_size": 64, "chunk_size": None, "memory_budget": None, "tie_policy": "pessimistic",
+             "checkpoint": None},
     "cost": {
         "enabled": True,
         "flops_block": [4, 8],  # (texts, videos) of the block whose FLOPs are divided per pair
@@ -205,6 +207,9 @@ def validate_config(cfg: dict) -> None:
         for part in key.split("."):
             node = node[part]
         cfg["run"]["overrides"][key] = node
+    if cfg["eval"]["checkpoint"] is not None and cfg["train"]["epochs"] > 0:
+        raise ConfigError(f"eval.checkpoint={cfg['eval']['checkpoint']!r} evaluates a trained checkpoint as it is; "
+                          f"set train.epochs=0 (bench eval does), got train.epochs={cfg['train']['epochs']}")
     if cfg["train"]["precision"] == "amp" and not str(cfg["run"]["device"]).startswith("cuda"):
         raise ConfigError(f"train.precision='amp' needs a CUDA device (--device {cfg['run']['device']}); "
                           "use auto or fp32")

@@ -67,6 +67,7 @@ class EvalCfg(_Section):
     chunk_size: Optional[int] = Field(default=None, ge=1)  # None: sized from memory_budget
     memory_budget: Optional[Union[int, str]] = None  # bytes or '2GB'; parsed by bench.evaluate.parse_bytes
     tie_policy: Literal["pessimistic", "optimistic", "mean"]
+    checkpoint: Optional[str] = None
 
 
 class CostCfg(_Section):

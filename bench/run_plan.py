@@ -13,6 +13,7 @@ file is one line at the start instead of a traceback after training.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -89,6 +90,12 @@ def plan_run(out_dir: Path, cfg: dict, *, overwrite: bool) -> Planned:
     if diffs:
         raise ConfigError(f"{path} was made with other settings ({_describe(diffs)}); rerun with --overwrite to "
                           "replace it, or choose another --out")
+    evaluated = (rec.get("training") or {}).get("evaluated_checkpoint")
+    if cfg["eval"].get("checkpoint") is not None and isinstance(evaluated, dict):
+        # the same path may now hold other weights: the record answers only for the file it evaluated
+        if file_sha256(cfg["eval"]["checkpoint"]) != evaluated.get("sha256"):
+            raise ConfigError(f"{path} evaluated another file at {cfg['eval']['checkpoint']} (its sha256 "
+                              "differs now); rerun with --overwrite to replace it, or choose another --out")
     return Planned("skip", f"skip {r['method']} on {r['dataset']} seed {r['seed']}: {path} exists with these "
                            "settings (use --overwrite to rerun)")
 
@@ -115,6 +122,27 @@ def check_out_dir(out_dir: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"--out {out_dir}: cannot write in {probe} ({exc.strerror or exc}); choose a writable "
                           "folder") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+EVAL_ADVICE = "point eval.checkpoint (bench eval --checkpoint) at a best.pt or last.pt that tvr-bench wrote"
+
+
+def read_eval_checkpoint(path: str | Path, device="cpu", *, mmap: bool = True) -> dict:
+    """The checkpoint ``bench eval --checkpoint`` evaluates: readable, weights-only, a tvr-bench checkpoint."""
+    from tvr_bench.bench.train import load_checkpoint
+
+    ck = load_checkpoint(Path(path), device, mmap=mmap, advice=EVAL_ADVICE)
+    if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict):
+        raise ConfigError(f"eval.checkpoint: {path} is not a tvr-bench checkpoint (no model entry); {EVAL_ADVICE}")
+    return ck
 
 
 def check_checkpoints(ckpt_dir: Path) -> None:

@@ -28,7 +28,8 @@ from tvr_bench.bench.atomic import remove_stale_temps
 from tvr_bench.bench.rank_codec import encode_ranks
 from tvr_bench.bench.records import SCHEMA_VERSION, record_filename, write_record
 from tvr_bench.bench.registry import DATASETS, METHODS
-from tvr_bench.bench.run_plan import Planned, check_checkpoints, check_out_dir, plan_run
+from tvr_bench.bench.run_plan import (Planned, check_checkpoints, check_out_dir, file_sha256, plan_run,
+                                      read_eval_checkpoint)
 from tvr_bench.bench.train import Trainer, autocast_factory, load_checkpoint, seed_everything
 
 
@@ -99,11 +100,32 @@ def preflight(out_dir: Path, cfg: dict, *, overwrite: bool) -> Planned:
     existing record has these settings (else refused), a checkpoint to resume from is readable."""
     check_out_dir(Path(out_dir))
     check_pretrained_file(cfg["backbone"]["pretrained"])
+    if cfg["eval"]["checkpoint"] is not None:
+        read_eval_checkpoint(cfg["eval"]["checkpoint"])
     planned = plan_run(Path(out_dir), cfg, overwrite=overwrite)
     if planned.action == "run" and not overwrite:
         r = cfg["run"]
         check_checkpoints(run_dir(out_dir, r["method"], r["dataset"], r["seed"]))
     return planned
+
+
+def load_eval_checkpoint(method, path: str | None, device) -> dict | None:
+    """Load ``eval.checkpoint``'s weights into ``method`` (strict); what the record says about it."""
+    if path is None:
+        return None
+    ck = read_eval_checkpoint(path, device, mmap=False)
+    missing, unexpected = method.state_dict().keys() - ck["model"].keys(), ck["model"].keys() - method.state_dict().keys()
+    if missing or unexpected:
+        def few(keys):
+            return ", ".join(sorted(keys)[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+        raise ConfigError(f"eval.checkpoint: {path} was not written for this method and config "
+                          f"(missing: {few(missing) or 'none'}; unexpected: {few(unexpected) or 'none'})")
+    try:
+        method.load_state_dict(ck["model"])
+    except RuntimeError as exc:  # shapes: another backbone or another max_frames / max_words
+        raise ConfigError(f"eval.checkpoint: {path} does not fit this method and config "
+                          f"({str(exc).splitlines()[-1].strip()})") from None
+    return {"path": str(path), "sha256": file_sha256(path), "epoch": ck.get("epoch"), "config_hash": ck.get("config_hash")}
 
 
 def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, preset: str = "default",
@@ -155,6 +177,7 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
         log(f"  warning: {dataset_name}/{r['split']} reduced: {r['missing_videos']} video(s) dropped "
             f"(data.allow_missing), {r['used']['videos']} of {r['expected']['videos']} used")
     method = method_cls(backbone, cfg["method"], max_frames=d["max_frames"], max_words=d["max_words"]).to(dev)
+    evaluated = load_eval_checkpoint(method, cfg["eval"]["checkpoint"], dev)
     tokens = {name: tokenize_captions(s, backbone, d["max_words"], d["text_overflow"]) for name, s in splits.items()}
     stores = {name: FrameStore(s, backbone.preprocess, d["max_frames"], d["sample_fps"], d["memory_cache"],
                                cache=frames, shared=decoded.for_dataset(dataset_name) if decoded is not None else None)
@@ -184,7 +207,9 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     # -- test: the last epoch, then the checkpoint selected on validation --
     t0 = time.perf_counter()
     last_result = evaluate(dataset.test_split)
-    selection = "last epoch"
+    selection = "last epoch" if train_state is not None else (
+        f"checkpoint {evaluated['path']} (epoch {evaluated['epoch']}), no training" if evaluated
+        else "no training: the backbone's weights and the method's initialisation (zero-shot)")
     best_path = ckpt_dir / "best.pt"
     if train_state is not None and cfg["train"]["select_on"] == "val" and best_path.exists():
         ck = load_checkpoint(best_path, dev)
@@ -240,7 +265,8 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
                      **_reduced_fields(reduced, dataset.test_split)},
         "training": {"history": train_state.history if train_state else [],
                      "best_epoch": train_state.best_epoch if train_state else None,
-                     "config_hash": chash},
+                     "config_hash": chash,
+                     **({"evaluated_checkpoint": evaluated} if evaluated else {})},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "config": cfg,
         "provenance": prov,

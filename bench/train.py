@@ -113,18 +113,23 @@ def checkpoint_read_problem(path: Path, exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
 
 
-def unreadable_checkpoint(path: Path, exc: BaseException) -> ConfigError:
-    return ConfigError(f"checkpoint {path} cannot be read ({checkpoint_read_problem(path, exc)}); delete it, or "
-                       "rerun with --overwrite to start this run afresh")
+RESUME_ADVICE = "delete it, or rerun with --overwrite to start this run afresh"
 
 
-def load_checkpoint(path: Path, device: torch.device | str, *, mmap: bool = False) -> dict:
+def unreadable_checkpoint(path: Path, exc: BaseException, advice: str = RESUME_ADVICE) -> ConfigError:
+    return ConfigError(f"checkpoint {path} cannot be read ({checkpoint_read_problem(path, exc)}); {advice}")
+
+
+def load_checkpoint(path: Path, device: torch.device | str, *, mmap: bool = False,
+                    advice: str = RESUME_ADVICE) -> dict:
     """A checkpoint the harness wrote, loaded without executing pickled code (``weights_only=True``); a file
     that cannot be read is one :class:`ConfigError` naming it and what to do."""
+    if not Path(path).is_file():
+        raise ConfigError(f"checkpoint file not found: {path}")
     try:
         return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except Exception as exc:
-        raise unreadable_checkpoint(path, exc) from None
+        raise unreadable_checkpoint(path, exc, advice) from None
 
 
 class Trainer:

@@ -225,3 +225,61 @@ def test_config_layers_and_recorded_overrides():
             from tvr_bench.bench.config import HARNESS_DEFAULTS, deep_merge
 
             deep_merge({**HARNESS_DEFAULTS, "method": METHODS.get(name).default_options()}, section, strict=True)
+
+
+# ---- bench eval: the same harness, no training -----------------------------------------------------------
+
+def test_eval_of_a_runs_best_checkpoint_reproduces_its_record(smoke_dir, tmp_path):
+    """`bench eval --checkpoint best.pt` on the run's own settings gives the metrics (and per-query ranks) the
+    run reported, in a normal record that names the file it evaluated."""
+    from tvr_bench.bench.records import load_record
+
+    out, _ = smoke_dir
+    trained = load_record(out / "meanp__synthetic__seed0.json")
+    best = out / "checkpoints" / "meanp__synthetic__seed0" / "best.pt"
+    res = invoke("eval", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke", "--checkpoint",
+                 str(best), "--out", str(tmp_path / "e"), "--quiet", "--no-table")
+    assert res.exit_code == 0, res.output
+    rec = load_record(tmp_path / "e" / "meanp__synthetic__seed0.json")
+    assert rec["metrics"]["t2v"] == trained["metrics"]["t2v"] and rec["metrics"]["v2t"] == trained["metrics"]["v2t"]
+    assert rec["metrics"]["ranks"] == trained["metrics"]["ranks"]
+    assert rec["training"]["history"] == [] and rec["config"]["train"]["epochs"] == 0
+    ev = rec["training"]["evaluated_checkpoint"]
+    assert ev["path"] == str(best) and len(ev["sha256"]) == 64 and rec["metrics"]["selection"].startswith("checkpoint")
+    # the same path holding other weights later: the record no longer answers for it
+    stale = tmp_path / "best.pt"
+    shutil.copy(best, stale)
+    assert invoke("eval", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke", "--checkpoint",
+                  str(stale), "--out", str(tmp_path / "s"), "--quiet", "--no-table").exit_code == 0
+    shutil.copy(out / "checkpoints" / "meanp__synthetic__seed0" / "last.pt", stale)
+    again = CliRunner().invoke(main, ["eval", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke",
+                                      "--checkpoint", str(stale), "--out", str(tmp_path / "s")])
+    assert again.exit_code == 2 and "evaluated another file" in again.output
+
+
+def test_zero_shot_eval_and_bad_checkpoints(smoke_dir, tmp_path):
+    from tvr_bench.bench.records import load_record
+
+    out, _ = smoke_dir
+    res = invoke("eval", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke",
+                 "--out", str(tmp_path / "z"), "--quiet", "--no-table")
+    assert res.exit_code == 0, res.output
+    rec = load_record(tmp_path / "z" / "meanp__synthetic__seed0.json")
+    assert "zero-shot" in rec["metrics"]["selection"] and "evaluated_checkpoint" not in rec["training"]
+
+    def bad(*args):
+        r = CliRunner().invoke(main, ["eval", "--dataset", "synthetic", "--preset", "smoke", "--out",
+                                      str(tmp_path / "bad"), *args])
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        return r.output
+
+    glccl_best = str(out / "checkpoints" / "glccl__synthetic__seed0" / "best.pt")
+    assert "was not written for this method" in bad("--method", "meanp", "--checkpoint", glccl_best)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(512))
+    assert "a best.pt or last.pt that tvr-bench wrote" in bad("--method", "meanp", "--checkpoint", str(junk))
+    assert "not found" in bad("--method", "meanp", "--checkpoint", str(tmp_path / "nope.pt"))
+    r = CliRunner().invoke(main, ["run", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke",
+                                  "--set", f"eval.checkpoint={glccl_best}", "--out", str(tmp_path / "bad")])
+    assert r.exit_code == 2 and "set train.epochs=0" in r.output
+    assert not (tmp_path / "bad").exists()

@@ -1,4 +1,5 @@
-"""``bench run``: train and evaluate every (method, dataset, seed) of the command line; one record each."""
+"""``bench run``: train and evaluate every (method, dataset, seed) of the command line; one record each.
+``bench eval``: the same harness with no training, on the backbone's weights (zero-shot) or a checkpoint."""
 
 from __future__ import annotations
 
@@ -7,24 +8,60 @@ from pathlib import Path
 
 import click
 
+
+def _common(f):
+    """The options ``bench run`` and ``bench eval`` share (applied bottom-up, as click decorators are)."""
+    for option in reversed(_OPTIONS):
+        f = option(f)
+    return f
+
+
+_OPTIONS = [
+    click.option("--method", "methods", required=True, help="Method name(s), comma-separated, or 'all'."),
+    click.option("--dataset", "datasets_", required=True, help="Dataset name(s), comma-separated, or 'all'."),
+    click.option("--seed", "seeds", type=int, multiple=True, help="Seed (repeatable). Default: 0."),
+    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                 help="Override a resolved config key, e.g. train.epochs=3 (repeatable; recorded)."),
+    click.option("--preset", default="default", show_default=True,
+                 help="'default' (the shared recipe), 'smoke' (tiny, < 1 min) or 'official' (the method's own "
+                      "recipe for the dataset)."),
+    click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+                 show_default=True, help="Folder for run records and checkpoints."),
+    click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."),
+    click.option("--root", type=click.Path(path_type=Path), default=None,
+                 help="Folder holding the dataset's annotation files and videos (sets data.root; one dataset)."),
+    click.option("--overwrite", is_flag=True,
+                 help="Rerun even when a record exists (needed to replace a record made with other settings)."),
+    click.option("--table/--no-table", default=True, show_default=True,
+                 help="Print the comparison table of the records in --out at the end."),
+    click.option("--quiet", is_flag=True, help="Only the summary lines."),
+]
+
+
 @click.command(name="run")
-@click.option("--method", "methods", required=True, help="Method name(s), comma-separated, or 'all'.")
-@click.option("--dataset", "datasets_", required=True, help="Dataset name(s), comma-separated, or 'all'.")
-@click.option("--seed", "seeds", type=int, multiple=True, help="Seed (repeatable). Default: 0.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a resolved config key, e.g. train.epochs=3 (repeatable; recorded).")
-@click.option("--preset", default="default", show_default=True, help="'default' (the shared recipe), 'smoke' (tiny, < 1 min) or 'official' (the method's own recipe for the dataset).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
-              show_default=True, help="Folder for run records and checkpoints.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Folder holding the dataset's annotation files and videos (sets data.root; one dataset).")
-@click.option("--overwrite", is_flag=True, help="Rerun even when a record exists (needed to replace a record made with other settings).")
-@click.option("--table/--no-table", default=True, show_default=True,
-              help="Print the comparison table of the records in --out at the end.")
-@click.option("--quiet", is_flag=True, help="Only the summary lines.")
+@_common
 def run(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite, table, quiet):
     """Train and evaluate every (method, dataset, seed) combination; one JSON record each."""
+    execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite, table, quiet)
+
+
+@click.command(name="eval")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A tvr-bench checkpoint (best.pt / last.pt of a run) to evaluate; without it the backbone's "
+                   "weights and the method's initialisation are evaluated (zero-shot).")
+@_common
+def evaluate(checkpoint, methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite, table,
+             quiet):
+    """Evaluate without training (train.epochs=0): zero-shot, or a trained checkpoint; one normal record each."""
+    import json
+
+    extra = ["train.epochs=0"]
+    if checkpoint is not None:
+        extra.append(f"eval.checkpoint={json.dumps(str(checkpoint.expanduser().absolute()))}")
+    execute(methods, datasets_, seeds, (*overrides, *extra), preset, out_dir, device, root, overwrite, table, quiet)
+
+
+def execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite, table, quiet):
     from tvr_bench.bench.registry import DATASETS, METHODS
     from tvr_bench.bench.runner import run_one
 
