@@ -109,8 +109,11 @@ def check_section(prefix: str, section: dict, model: type[BaseModel]) -> dict:
 
 def coerce_raw(current: Any, raw: str, value: Any) -> Any:
     """A ``--set`` value for a key whose current value is ``current``: strings stay the raw text (YAML would turn
-    ``no`` into False), numbers/bools are left to the model's conversion (``1e-4`` YAML-loads as a string)."""
-    if isinstance(current, str) and raw.strip().lower() not in ("null", "none", "~", ""):
+    ``no`` into False) unless quoted, numbers/bools are left to the model's conversion (``1e-4`` YAML-loads as a string)."""
+    text = raw.strip()
+    if isinstance(value, str) and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return value  # an explicitly quoted string: the quotes are syntax, not part of the value
+    if isinstance(current, str) and text.lower() not in ("null", "none", "~", ""):
         return raw
     if isinstance(value, str) and value.lower() in ("none", "null"):
         return None

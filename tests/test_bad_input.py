@@ -84,6 +84,16 @@ def test_float_override_recorded_as_float():
     assert applied == {"train.lr": 1e-4, "cost.enabled": False}
 
 
+def test_quoted_string_override_loses_its_quotes():
+    # Scripts often pass json.dumps(value); a quoted string is that string, an unquoted "no" stays the text "no".
+    from tvr_bench.bench.config import resolve_config
+    from tvr_bench.bench.registry import DATASETS, METHODS
+
+    cfg, _ = resolve_config(method_cls=METHODS.get("meanp"), dataset_cls=DATASETS.get("synthetic"),
+                            preset="smoke", overrides=['backbone.name="tvr-tiny"', "train.optimizer='adamw'"])
+    assert cfg["backbone"]["name"] == "tvr-tiny" and cfg["train"]["optimizer"] == "adamw"
+
+
 def _run(args, out):
     return CliRunner().invoke(main, ["run", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke",
                                      *args, "--out", str(out), "--no-table"])
