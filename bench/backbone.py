@@ -13,7 +13,6 @@ as the CLIP4Clip lineage does.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from tvr_bench.bench.errors import ConfigError
+from tvr_bench.bench.errors import ConfigError, did_you_mean
 
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
 _TORCHVISION_SHIM: Any = None
@@ -86,8 +85,7 @@ def known_model(name: str):
     open_clip = import_open_clip()
     available = open_clip.list_models()
     if name not in available:
-        close = difflib.get_close_matches(name, available, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        hint = did_you_mean(name, available, cutoff=0.6)
         raise ConfigError(f"unknown open_clip model {name!r} (backbone.name).{hint}")
     return open_clip
 

@@ -12,14 +12,13 @@ official scripts (``MethodInfo.official``); the run record names the preset.
 from __future__ import annotations
 
 import copy
-import difflib
 from typing import Any
 
 import yaml
 
 from tvr_bench.bench.backbone import architecture
 from tvr_bench.bench.config_schema import SECTIONS, check_section, coerce_raw, method_options_model
-from tvr_bench.bench.errors import ConfigError
+from tvr_bench.bench.errors import ConfigError, did_you_mean
 
 HARNESS_DEFAULTS: dict[str, Any] = {
     "backbone": {"name": "tvr-tiny", "pretrained": None},
@@ -110,8 +109,7 @@ def flat_keys(cfg: dict, prefix: str = "") -> list[str]:
 
 def _unknown_key_message(full: str, base: dict, path: str) -> str:
     candidates = [f"{path}{k}" for k in base] if path else []
-    close = difflib.get_close_matches(full, candidates, n=3, cutoff=0.6)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(full, candidates, cutoff=0.6)
     return f"unknown config key {full!r}.{hint}"
 
 
@@ -141,8 +139,7 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> tuple[dict, dict[str, An
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if not isinstance(node, dict) or part not in node:
-                close = difflib.get_close_matches(key, all_keys, n=3, cutoff=0.6)
-                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                hint = did_you_mean(key, all_keys, cutoff=0.6)
                 raise ConfigError(f"unknown config key {key!r} in --set.{hint}")
             if last:
                 if isinstance(node[part], dict) and node[part]:
@@ -165,8 +162,7 @@ def resolve_config(
     device: str = "cpu",
 ) -> tuple[dict, dict[str, Any]]:
     if preset not in PRESETS:
-        close = difflib.get_close_matches(preset, list(PRESETS), n=2)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        hint = did_you_mean(preset, PRESETS, n=2, cutoff=0.6)
         raise ConfigError(f"unknown preset {preset!r}.{hint} Available: {', '.join(PRESETS)}")
     cfg = copy.deepcopy(HARNESS_DEFAULTS)
     cfg = deep_merge(cfg, dataset_cls.config_defaults())  # datasets may add data.<name> sections

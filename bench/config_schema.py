@@ -4,12 +4,11 @@ and convert ``--set`` strings to the declared type (``1e-4`` -> float, ``false``
 
 from __future__ import annotations
 
-import difflib
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, conlist, create_model, field_validator
 
-from tvr_bench.bench.errors import ConfigError
+from tvr_bench.bench.errors import ConfigError, did_you_mean
 
 _METRICS = ("R@1", "R@5", "R@10", "MdR", "MnR", "RSum")
 
@@ -92,8 +91,7 @@ def _one_line(prefix: str, section: dict, exc: ValidationError) -> str:
         choices = {"bool_parsing": ["true", "false"]}.get(err["type"])
         if err["type"] == "literal_error":
             choices = [str(c) for c in err.get("ctx", {}).get("expected", "").replace("'", "").replace(" or ", ", ").split(", ")]
-        close = difflib.get_close_matches(value.lower(), choices or [], n=1, cutoff=0.5)
-        hint = f" Did you mean {close[0]}?" if close else ""
+        hint = did_you_mean(value.lower(), choices or [], n=1)
     return f"{key}={value!r}: {msg}.{hint}"
 
 

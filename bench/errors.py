@@ -5,6 +5,9 @@ The CLI turns a ``BenchError`` into a one-line message and a non-zero exit code 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class BenchError(Exception):
     """A failure caused by the user's input or environment, reported without a traceback."""
@@ -40,3 +43,10 @@ class RegressionError(BenchError):
     """``bench check`` found metrics that regressed beyond tolerance."""
 
     exit_code = 1
+
+
+def did_you_mean(name: str, choices: Iterable[str], *, n: int = 3, cutoff: float = 0.5) -> str:
+    """`` Did you mean: a, b?`` for the choices closest to a mistyped ``name``, or ``""``: the one phrasing
+    of every unknown-name message (methods, datasets, presets, config keys, models, option values)."""
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=cutoff)
+    return f" Did you mean: {', '.join(close)}?" if close else ""

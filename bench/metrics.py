@@ -10,7 +10,7 @@ Conventions
 * **Tie policy** (``TIE_POLICY = "pessimistic"``, the default). The rank of a query is
   ``1 + number of OTHER gallery items whose score is >= the ground-truth score``: ties count *against* the query.
   Named alternatives: ``"optimistic"`` (``1 + number of gallery items scoring strictly higher``) and ``"mean"``
-  (average of the two; ranks may then be x.5). Protocols §7 trap 1: a toy case gives optimistic 4, pessimistic 5.
+  (average of the two; ranks may then be x.5). docs/protocols.md (metrics): a toy case gives optimistic 4, pessimistic 5.
 * **NaN scores.** A NaN in the gallery never beats anything: it counts neither as ``>=`` nor as ``>`` the ground
   truth (i.e. it ranks below every real score, -inf included). A NaN *ground-truth* score is an error
   (:class:`DataError` naming the query); no query is ever silently dropped.
@@ -19,7 +19,7 @@ Conventions
 * **MnR** is the mean of the 1-based ranks. **R@K** = 100 x fraction of queries with rank <= K for K in (1, 5, 10)
   (a hit rate / success@K, not IR "recall"). **RSum** = R@1 + R@5 + R@10.
 * **T2V.** Every caption is a query with exactly one relevant video (``text_to_video[i]``); the gallery is all videos.
-* **V2T** (multi-caption convention of protocols §3.4 / §5.2). Video ``j`` is the query; the gallery is the set of
+* **V2T** (multi-caption convention, docs/protocols.md). Video ``j`` is the query; the gallery is the set of
   caption *groups* (group ``g`` = all captions of video ``g``); the score of (video ``j``, group ``g``) is
   ``max_{c in g} sim[c, j]`` and the rank of video ``j`` is the rank of its own group among all groups
   (best-positive semantics, ``v2t_rank="best_positive"``, ``v2t_gallery="caption_groups"``). With one caption per
@@ -360,7 +360,7 @@ def compute_ranks_v2t(
     """1-based video-to-text rank of every video, over caption groups with best-positive semantics.
 
     Video ``j`` is the query; gallery item ``g`` is the caption group of video ``g``, scored
-    ``max_{c: text_to_video[c] == g} sim[c, j]``; the rank is that of group ``j`` (protocols §3.4 / §5.2). With one
+    ``max_{c: text_to_video[c] == g} sim[c, j]``; the rank is that of group ``j`` (docs/protocols.md). With one
     caption per video this ranks the columns of ``sim``.
 
     Args:

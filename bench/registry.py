@@ -8,14 +8,13 @@ code beyond the plugin modules themselves); third-party plugins can register thr
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 from importlib import metadata as importlib_metadata
 from typing import Generic, TypeVar
 
 from tvr_bench.bench.api.metadata import DatasetInfo, MethodInfo  # noqa: F401 - re-exported for plugins
-from tvr_bench.bench.errors import ConfigError
+from tvr_bench.bench.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
@@ -52,8 +51,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load_all()
         if name not in self._items:
-            close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            hint = did_you_mean(name, self._items)
             raise ConfigError(
                 f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(self._items))}"
             )

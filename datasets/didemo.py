@@ -5,12 +5,12 @@ Files under ``data.root`` (found by name, see ``datasets/_real.py``): ``{train,v
 ``annotation_id``) and, when present, the collaborative-experts / CLIP4Clip split lists ``{train,val,test}_list.txt``.
 
 Split handling. With a split list, the split is the list's videos, in list order — the standard split (train 8,392 /
-val 1,065 / test 1,004 videos, protocols.md §2.3). Without it, the split is every video of the JSON file, in order
+val 1,065 / test 1,004 videos, docs/protocols.md). Without it, the split is every video of the JSON file, in order
 of first appearance (LocalizingMoments' own split, e.g. 1,037 test videos): the run works and the record marks
 the protocol as non-standard (the 33 test videos the standard split drops cannot be identified without the list).
 A listed video with no description in the JSON file is an error.
 
-Paragraphs (protocols.md §2.4, as CLIP4Clip builds them): all descriptions of a video joined with single spaces,
+Paragraphs (docs/protocols.md, as CLIP4Clip builds them): all descriptions of a video joined with single spaces,
 in file order; the temporal annotations are ignored and the whole video is the target. One paragraph per video:
 a square 1:1 protocol. (CLIP4Clip reads seconds 0-31 of each video; the harness samples the whole video at 1 fps,
 which is the same for the usual <= 30 s DiDeMo clip.)
@@ -62,7 +62,7 @@ class DiDeMo(RealDataset):
         description="DiDeMo paragraph-to-video: a video's descriptions joined into one query; CE split lists when "
         "present (test 1,004), else LocalizingMoments' files (test 1,037); --root holds *_data.json.",
         protocol="paragraph",
-        reference="protocols.md §2; CLIP4Clip dataloader_didemo_retrieval.py",
+        reference="docs/protocols.md; CLIP4Clip dataloader_didemo_retrieval.py",
         defaults={"data": {"max_frames": 64, "max_words": 64, "text_overflow": "truncate"}},
     )
     reference_sha256 = REFERENCE_SHA256

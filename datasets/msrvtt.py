@@ -8,14 +8,14 @@ Accepted annotation files (found by name under ``data.root``, see ``datasets/_re
 * training ids — ``MSRVTT_train.9k.csv`` (CLIP4Clip) or ``train_list_jsfusion.txt`` (collaborative-experts) for
   ``data.msrvtt.train_split=9k``; ``MSRVTT_train.7k.csv`` for ``7k`` (its count is not verified: no reference);
 * test — ``MSRVTT_JSFUSION_test.csv``: 1,000 videos with one caption each (its sha256 is checked against the
-  reference: variant copies circulate, protocols.md §7 trap 6).
+  reference: variant copies circulate, docs/protocols.md).
 
-Protocol (protocols.md §1.5): every training caption is a sample (9,000 x 20 = 180,000), captions in the order
+Protocol (docs/protocols.md): every training caption is a sample (9,000 x 20 = 180,000), captions in the order
 of the sentence file, as CLIP4Clip's ``--expand_msrvtt_sentences``; the test is 1,000 (caption, video) pairs,
 ground truth on the diagonal.
 
 Validation. The 9k / 1k-A protocol has no validation split, and checkpoints are never selected on test
-(protocols.md §6). ``data.msrvtt.val``:
+(docs/protocols.md). ``data.msrvtt.val``:
 
 * ``official`` (default): the 497 official ``validate`` videos (video6513-video7009), first caption of each.
   They belong to the 9k training list, so selecting on them measures fit, not generalisation: MSR-VTT runs
@@ -137,7 +137,7 @@ class MSRVTT(RealDataset):
         description="MSR-VTT 9k/1k-A: train 9,000 videos x 20 captions (each a sample), test 1,000 JSFusion pairs; "
         "official JSON/zip or CLIP4Clip layout (--root).",
         protocol="1:1",
-        reference="protocols.md §1; CLIP4Clip dataloader_msrvtt_retrieval.py",
+        reference="docs/protocols.md; CLIP4Clip dataloader_msrvtt_retrieval.py",
         defaults={
             "data": {
                 "max_frames": 12,

@@ -9,14 +9,14 @@ Captions (the first found under ``data.root``, see ``datasets/_real.py``):
 
 Split: the HGR lists ``train_list.txt`` / ``val_list.txt`` / ``test_list.txt`` (one video id a line). They are
 required: without them the retrieval split (25,991 / 1,500 / 1,500, the last two from the official validation set)
-cannot be formed. The expected counts (10 captions per video) are protocols.md §3.3's, partly [R] (unverified).
+cannot be formed. The expected counts (10 captions per video) are docs/protocols.md's, partly [R] (unverified).
 
-Protocol (protocols.md §3.4): every caption is a T2V query over the test videos; V2T ranks caption groups by their
+Protocol (docs/protocols.md): every caption is a T2V query over the test videos; V2T ranks caption groups by their
 best caption (``bench/metrics.py``); every training caption is a sample. Defaults: 12 frames, 32 words, truncate.
 
 ``read_partial_captions`` parses the partial, tokenised VATEX text included with the toolkit data
 (``vatex_partial/*.en`` + ``*.id``, 5 captions per video): non-standard, for parsing and tokenizer tests only,
-never a retrieval split (protocols.md §3.5).
+never a retrieval split (docs/protocols.md).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class VATEX(RealDataset):
         description="VATEX multi-caption (English): HGR split 25,991 / 1,500 / 1,500 videos x 10 captions; T2V over "
         "all captions, V2T by best caption; official JSON, ref_captions.json or vatex_data.json (--root).",
         protocol="multi-caption",
-        reference="protocols.md §3; CLIP4Clip-lineage VATEX loaders (TS2-Net, CLIP2Video)",
+        reference="docs/protocols.md; CLIP4Clip-lineage VATEX loaders (TS2-Net, CLIP2Video)",
         defaults={"data": {"max_frames": 12, "max_words": 32, "text_overflow": "truncate"}},
     )
 
@@ -135,7 +135,7 @@ class VATEX(RealDataset):
         captions = [CaptionItem(f"{v}#{k}", v, text) for v in ids for k, text in enumerate(captions_by_video[v])]
         n = HGR_VIDEOS[split]
         expected = {"videos": n, "texts": n * CAPTIONS_PER_VIDEO, "pairs": n * CAPTIONS_PER_VIDEO}
-        notes = ["expected counts from protocols.md §3.3 (val/test sizes [R], unverified)"]
+        notes = ["expected counts from docs/protocols.md (val/test sizes [R], unverified)"]
         mode = "all captions" if split == "train" else "multi-caption"
         return AnnotatedSplit("vatex", split, ids, captions, len(captions), "captions", mode,
                               f"{list_path.name} + {self._caption_files()}", expected, True, notes)

@@ -5,7 +5,7 @@ same; only the video side differs. X-CLIP feeds a text-agnostic video vector ``v
 frames ``f [N_v, M, D]`` (M = F); GLCCL feeds text-conditioned ones, ``v [N_t, N_v, D]`` and
 ``f [N_t, N_v, M, D]`` (M = L word-guided features). ``multigrained_scores`` accepts both forms.
 
-Notation follows docs/methods.md §2.5: sigma_x(.) = softmax over x of (.)/T with T = 0.01, and
+Notation follows docs/methods.md: sigma_x(.) = softmax over x of (.)/T with T = 0.01, and
 "(p·R)[x]" = sum_x' p[x'] R[x', x]. All four scores are multiplied by the logit scale kappa.
 """
 

@@ -1,6 +1,6 @@
 """DRL: Disentangled Representation Learning (official code: foolwood/DRL, ``tvr/models/modeling.py``).
 
-What the official ``wti_interaction`` computes (methods.md §11, checked against the code):
+What the official ``wti_interaction`` computes (docs/methods.md, checked against the code):
 - words W = projected hidden states at every position (``encode_text(return_hidden=True)[1]``); valid words
   are the dataloader's ``text_mask``: [SOT], the caption tokens and [EOT] (padding excluded);
 - video tokens Z~ = seqTransf(Z) (``methods/_temporal.py``), valid frames = ``video_mask``;

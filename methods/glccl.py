@@ -1,6 +1,6 @@
 """GLCCL: Global-Local Contrastive Consistency Learning (official code: JingXiaolun/GLCCL, an X-CLIP fork).
 
-Faithful to the official computation (docs/methods.md §2):
+Faithful to the official computation (docs/methods.md):
 - seqTransf temporal encoder on CLIP frames (Z~ = T4(Z + P) + Z);
 - GLIM, no learnable parameters: g(q, Z~_j) = sum_f softmax_f(<q, z~_jf>/5) z~_jf on *raw* (unnormalised)
   features; global branch q = [EOT] feature t_i (one video vector per pair), local branch q = every token
@@ -69,7 +69,7 @@ class GLCCL(XCLIP):
         query_dependent=True,
         description="seqTransf + parameter-free text-guided global/local pooling (GLIM) + X-CLIP multi-grained "
         "scores; InfoNCE + 0.5 x CSC.",
-        # official per-dataset recipe (README / scripts of JingXiaolun/GLCCL, methods.md §2.7), global batch as
+        # official per-dataset recipe (README / scripts of JingXiaolun/GLCCL, docs/methods.md), global batch as
         # trained on 4 or 8 GPUs; used by --preset official only.
         official={
             "msrvtt": {"data": {"max_frames": 12, "max_words": 32}, "train": {"epochs": 5, "batch_size": 128}},

@@ -2,7 +2,7 @@
 
 As the official ``_loose_similarity`` computes it: frames L2-normalised, masked mean over valid frames,
 normalised again; the [EOT] text feature normalised; logits = kappa * t·v. Untrained with CLIP weights it is
-the CLIP zero-shot baseline. (methods.md §3 writes the pooling as a plain mean of z_f; the official code
+the CLIP zero-shot baseline. (Papers write the pooling as a plain mean of z_f; the official code
 normalises frames first and ignores padded frames, which is what is implemented.)
 """
 
@@ -26,7 +26,7 @@ class MeanPooling(RetrievalMethod):
         extra_params=0,
         query_dependent=False,
         description="Mean of normalised frame embeddings, cosine with the [EOT] text feature (two-tower).",
-        # official CLIP4Clip settings per dataset (README of ArrowLuo/CLIP4Clip, methods.md §3)
+        # official CLIP4Clip settings per dataset (README of ArrowLuo/CLIP4Clip, docs/methods.md)
         official={
             "msrvtt": {"data": {"max_frames": 12, "max_words": 32}, "train": {"epochs": 5, "batch_size": 128}},
             "didemo": {"data": {"max_frames": 64, "max_words": 64}, "train": {"epochs": 5, "batch_size": 128}},

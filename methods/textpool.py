@@ -1,4 +1,4 @@
-"""Parameter-free text-conditioned pooling: the control baseline of docs/methods.md §7.
+"""Parameter-free text-conditioned pooling: the control baseline (docs/methods.md)
 
     a = softmax_f(<t, z~_f> / T),   v_t = sum_f a_f z~_f,   s = kappa * cos(t, v_t)
 
@@ -16,7 +16,7 @@ the softmax mass (a padded slot's logit dominates), fp32 underflow makes the off
 value the official expression has in exact arithmetic. GLSCL's training-only local branch (learnable
 queries, decoder, extra losses) is not part of this control.
 
-Options (each row of methods.md §7's variant table is a configuration):
+Options (each variant of the pooling found in the field is a configuration):
 - ``normalize``: L2-normalise t and every z~_f before the logits; the pooled vector is then a weighted sum of
   the normalised frames (X-Pool ``baseline_pooling.py`` ``attention``);
 - ``temperature`` T;

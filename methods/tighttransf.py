@@ -1,6 +1,6 @@
 """CLIP4Clip tightTransf: a cross encoder scored per (text, video) pair (``--sim_header tightTransf``).
 
-As the official ``_cross_similarity`` computes it (ArrowLuo/CLIP4Clip ``modules/modeling.py``, methods.md §6):
+As the official ``_cross_similarity`` computes it (ArrowLuo/CLIP4Clip ``modules/modeling.py``, docs/methods.md):
 - the text contributes only its projected [EOT] feature t (``encode_text`` without hidden states, attention
   mask forced to ones); the video contributes the raw CLIP frame features z_1..z_F (no temporal transformer,
   not normalised) with their frame mask;

@@ -1,7 +1,7 @@
 """TS2-Net: Token Shift and Selection Transformer (official code: yuqi657/ts2_net, stored as LiuRicky/ts2_net).
 
 As the released code computes it (``modules/modeling.py``, ``modules/until_module.py``,
-``modules/differential_topk.py``; docs/methods.md §10):
+``modules/differential_topk.py``; docs/methods.md):
 
 1. Token shift, parameter-free, in the last ``shift_layers`` (official 2: blocks 10-11 of 12) CLIP ViT blocks,
    on the attention input ln_1(x) only (the residual stream is not shifted): with T tokens per frame and
@@ -176,7 +176,7 @@ class TS2Net(RetrievalMethod):
         query_dependent=True,
         description="Token shift in the last ViT blocks + perturbed top-k token selection (CLS + 3 patches per "
         "frame) through seqTransf; text-conditioned softmax re-weighting of per-frame cosines.",
-        # scripts/run_msrvtt.sh and scripts/run_vatex.sh (methods.md §10): global batch 128 over 8 GPUs, 4 seqTransf
+        # scripts/run_msrvtt.sh and scripts/run_vatex.sh (docs/methods.md): global batch 128 over 8 GPUs, 4 seqTransf
         # layers (VATEX by the argparse default); the repository has no DiDeMo script.
         official={
             "msrvtt": {"data": {"max_frames": 12, "max_words": 32},

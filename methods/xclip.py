@@ -1,6 +1,6 @@
 """X-CLIP: multi-grained contrast with attention over similarity matrices (official code: xuguohai/X-CLIP).
 
-As ``modules/modeling_xclip.py`` computes it (docs/methods.md §9), all features L2-normalised:
+As ``modules/modeling_xclip.py`` computes it (docs/methods.md), all features L2-normalised:
 - text: t = [EOT] feature, W = the projected hidden state at *every* token position (padding included);
 - video: v = masked mean of the normalised seqTransf outputs Z~ (renormalised), computed offline, and the
   frame features are the *raw* CLIP frames Z (``use_original_clip_for_frame_features = True``), not Z~;
@@ -39,7 +39,7 @@ class XCLIP(RetrievalMethod):
         description="seqTransf + four multi-grained scores (video-sentence, video-word, sentence-frame, "
         "frame-word) with attention over similarity matrices (AOSM).",
         extra_params=12_648_960 + 527_792,
-        # scripts/run_xclip_{msrvtt,didemo}_vit32.sh (methods.md §9); global batch over 4 GPUs
+        # scripts/run_xclip_{msrvtt,didemo}_vit32.sh (docs/methods.md); global batch over 4 GPUs
         official={
             "msrvtt": {"data": {"max_frames": 12, "max_words": 32},
                        "train": {"epochs": 5, "batch_size": 300, "lr": 1e-4, "coef_lr": 1e-3}},

@@ -1,7 +1,7 @@
 """X-Pool: cross-modal language-video attention pooling (Gorti et al., CVPR 2022; code layer6ai-labs/xpool).
 
 What the official ``modules/transformer.py`` + ``model/clip_transformer.py`` + ``modules/metrics.py`` compute
-(docs/methods.md §8), on the *raw* CLIP features (no temporal encoder, no normalisation before
+(docs/methods.md), on the *raw* CLIP features (no temporal encoder, no normalisation before
 pooling): t [D] is the projected [EOT] text feature, Z [F, D] the per-frame image features.
 
 1. one LayerNorm LN1 shared by text and frames: t' = LN1(t), Z' = LN1(Z);

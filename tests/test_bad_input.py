@@ -46,7 +46,7 @@ def test_misspelt_bool_gets_did_you_mean():
     from tvr_bench.bench.errors import ConfigError
     from tvr_bench.bench.registry import DATASETS, METHODS
 
-    with pytest.raises(ConfigError, match=r"method\.text_guided='Flase'.*Did you mean false\?"):
+    with pytest.raises(ConfigError, match=r"method\.text_guided='Flase'.*Did you mean: false\?"):
         resolve_config(method_cls=METHODS.get("glccl"), dataset_cls=DATASETS.get("synthetic"),
                        overrides=["method.text_guided=Flase"])
     cfg, _ = resolve_config(method_cls=METHODS.get("glccl"), dataset_cls=DATASETS.get("synthetic"),

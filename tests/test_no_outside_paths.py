@@ -23,7 +23,7 @@ SCOPE = ("bench/", "methods/", "datasets/", "docs/", "tests/", "cli.py", "README
 
 def _tracked() -> list[str]:
     out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    files = [f for f in out.splitlines() if f.startswith(SCOPE) or re.fullmatch(r"reports/[^/]+\.md", f)]
+    files = [f for f in out.splitlines() if f.startswith(SCOPE) or re.fullmatch(r"reports/.+\.md", f)]
     return [f for f in files if f != "tests/test_no_outside_paths.py"]
 
 
@@ -43,3 +43,23 @@ def test_no_reference_outside_the_repository():
 def test_the_grep_catches_an_outside_reference():
     assert OUTSIDE.search("see ../shared/docs/methods.md §2")
     assert not DATA_LOCATOR.match('REAL = Path("/work/shared/docs")')
+
+
+# The project's docs/ have no numbered sections, so a "§N" in code or docs is a citation of some other
+# document's numbering that a reader of the repository cannot follow.
+SECTION_CITE = re.compile(r"§\s*\d")
+
+
+def test_no_citation_of_numbered_sections():
+    hits = []
+    for rel in _tracked():
+        if rel.startswith("tests/"):
+            continue
+        try:
+            text = (ROOT / rel).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, FileNotFoundError):
+            continue
+        hits += [f"{rel}:{n}: {line.strip()[:100]}" for n, line in enumerate(text.splitlines(), 1)
+                 if SECTION_CITE.search(line)]
+    assert not hits, "citations of section numbers the repository does not have:\n" + "\n".join(hits)
+    assert SECTION_CITE.search("see methods.md §2.7")

@@ -32,7 +32,6 @@ Records are ``kind: "efficiency"`` run records (metrics null), one per (method, 
 
 from __future__ import annotations
 
-import difflib
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -50,7 +49,7 @@ from tvr_bench.bench.cost.memory import MemoryMeter
 from tvr_bench.bench.cost.params import param_counts
 from tvr_bench.bench.cost.workloads import (dense_matmul_flops_per_s, evaluate_matrix, throughput_of,
                                             train_step_cost)
-from tvr_bench.bench.errors import ConfigError
+from tvr_bench.bench.errors import ConfigError, did_you_mean
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,8 +86,7 @@ def parse_datasets(spec: str) -> list[str]:
         raise ConfigError("empty dataset list")
     for n in names:
         if n not in shapes:
-            close = difflib.get_close_matches(n, list(shapes), n=3, cutoff=0.5)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            hint = did_you_mean(n, shapes)
             raise ConfigError(f"unknown dataset {n!r} for bench efficiency.{hint} "
                               f"Available: {', '.join(shapes)}")
     return names

@@ -78,7 +78,7 @@ def _r(method, dataset, tag, source, t2v, v2t=None, **kw) -> PublishedResult:
 
 
 PUBLISHED_RESULTS: tuple[PublishedResult, ...] = (
-    # ---- MSR-VTT 1k-A, trained on 9k (published.md §2) ----
+    # ---- MSR-VTT 1k-A, trained on 9k ----
     _r("meanp", "msrvtt", "V", "CenterCLIP Tab. 3", (43.1, 70.4, 80.8, 2, 16.2), (43.1, 70.5, 81.2, 2, 12.4)),
     _r("meanp", "msrvtt", "V", "CenterCLIP Tab. 3 (quoting CLIP4Clip)", (31.2, 53.7, 64.2, 4, None),
        (27.2, 51.7, 62.6, 5, None), variant="CLIP zero-shot (pretrained weights, epochs 0)"),
@@ -98,7 +98,7 @@ PUBLISHED_RESULTS: tuple[PublishedResult, ...] = (
        variant="TI + seqTransf (method.interaction=ti, no CDCR)"),
     _r("drl", "msrvtt", "S", "TAME Tab. 1 (DRL paper row)", (47.4, 74.6, 83.8, 2.0)),
     _r("drl", "msrvtt", "R", "DRL paper (unverified)", None, (45.3, 73.9, 83.3, 2.0)),
-    # ---- DiDeMo paragraph-to-video (published.md §3) ----
+    # ---- DiDeMo paragraph-to-video ----
     _r("meanp", "didemo", "S", "STAN table", (43.4, 70.2, 80.6, 2.0)),
     _r("meanp", "didemo", "R", "CLIP4Clip paper (unverified)", (None, None, None, None, 17.5)),
     _r("seqtransf", "didemo", "V", "GLSCL Tab. II", (42.8, 68.5, 79.2, None, 18.9), (41.4, 68.2, 79.1, None, 12.4)),
@@ -106,19 +106,19 @@ PUBLISHED_RESULTS: tuple[PublishedResult, ...] = (
     _r("xclip", "didemo", "V", "GLSCL Tab. II", (45.2, 74.0, None, None, 14.6), (43.1, 72.2, None, None, 10.9)),
     _r("ts2net", "didemo", "V", "TS2-Net README and GLSCL Tab. II", (41.8, 71.6, 82.0, None, 14.8)),
     _r("drl", "didemo", "R", "DRL paper (unverified)", (47.9, 73.8, 82.7, 2.0)),
-    # ---- VATEX, HGR split, multi-caption (published.md §4) ----
+    # ---- VATEX, HGR split, multi-caption ----
     _r("ts2net", "vatex", "V", "TS2-Net README", (59.1, 90.0, 95.2)),
     _r("ts2net", "vatex", "R", "TS2-Net paper (unverified)", (None, None, None, 1.0, 3.5)),
     _r("drl", "vatex", "R", "DRL paper (unverified)", (63.5, 91.7, 96.5, 1.0)),
     _r("meanp", "vatex", "R", "re-runs in later papers (unverified)", (55.9, 89.2, 95.0, 1.0, 3.9),
        variant="CLIP4Clip re-run"),
 )
-# GLCCL: published.md §1 holds no transcribed GLCCL number (its tables are images); none is invented here.
+# GLCCL: the GLCCL paper holds no transcribed GLCCL number (its tables are images); none is invented here.
 
 
 PUBLISHED_COSTS: tuple[PublishedCost, ...] = (
     # GLSCL Table I: "FLOPs" of the similarity head; the entries equal MACs over the whole 1k x 1k matrix for
-    # CLIP4Clip (1000*1000*512) and TS2-Net (x12 frames), so the column is read as MACs per 1k x 1k (§6.5).
+    # CLIP4Clip (1000*1000*512) and TS2-Net (x12 frames), so the column is read as MACs per 1k x 1k (docs/published.md, costs).
     PublishedCost("meanp", "head FLOPs, 1k x 1k matrix", 0.5e9, "reported 'FLOPs'; matches MACs", "V", "GLSCL Tab. I"),
     PublishedCost("seqtransf", "head FLOPs, 1k x 1k matrix", 0.5e9, "reported 'FLOPs'; matches MACs", "V",
                   "GLSCL Tab. I (row 'CLIP4Clip')"),
@@ -131,10 +131,10 @@ PUBLISHED_COSTS: tuple[PublishedCost, ...] = (
     PublishedCost("meanp", "inference time per video (V100)", 24.4e-3, "seconds", "V", "CenterCLIP Tab. 3(b)"),
 )
 
-# published.md §6.4: analytic MACs of the similarity head for the MSR-VTT 1k-A matrix (N_t = N_v = 1000, F = 12,
+# docs/published.md (analytic head MACs): analytic MACs of the similarity head for the MSR-VTT 1k-A matrix (N_t = N_v = 1000, F = 12,
 # L = 32, D = 512). The cross-check for the counted FLOPs (counted FLOPs = 2 x MACs).
 ANALYTIC_HEAD_MACS_1K: dict[str, PublishedCost] = {
-    name: PublishedCost(name, "head MACs, 1k x 1k matrix", value, "MACs", "A", "published.md §6.4", note)
+    name: PublishedCost(name, "head MACs, 1k x 1k matrix", value, "MACs", "A", "docs/published.md (analytic head MACs)", note)
     for name, value, note in (
         ("meanp", 0.512e9, "one D-dim dot product per pair"),
         ("seqtransf", 0.512e9, "cosine only; the temporal transformer is video-side (offline)"),

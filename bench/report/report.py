@@ -72,7 +72,7 @@ def _g(v: float | None) -> str:
 
 
 def flops_comparison(records: Iterable[dict]) -> str:
-    """Markdown: counted head MACs over the MSR-VTT 1k x 1k matrix next to published.md §6.4 (analytic) and GLSCL
+    """Markdown: counted head MACs over the MSR-VTT 1k x 1k matrix next to the analytic count (docs/published.md) and GLSCL
     Table I (published), with the reason for every gap over 10 %."""
     from tvr_bench.bench.report.published import ANALYTIC_HEAD_MACS_1K, PUBLISHED_COSTS
 
@@ -80,7 +80,7 @@ def flops_comparison(records: Iterable[dict]) -> str:
     counted = _efficiency_msrvtt(recs)
     pub_1k = {c.method: c for c in PUBLISHED_COSTS if "1k x 1k" in c.quantity}
     methods = sorted(set(counted) | set(ANALYTIC_HEAD_MACS_1K) | set(pub_1k))
-    head = ["Method", "counted FLOPs/pair", "counted MACs, 1k×1k", "analytic MACs [A] (§6.4)", "counted / analytic",
+    head = ["Method", "counted FLOPs/pair", "counted MACs, 1k×1k", "analytic MACs [A] (docs/published.md)", "counted / analytic",
             "published 'FLOPs' (GLSCL Tab. I)", "published / counted", "gaps > 10 % and why"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for m in methods:
@@ -103,7 +103,7 @@ def flops_comparison(records: Iterable[dict]) -> str:
             why = FLOP_GAP_NOTES.get(m)
             if r_p < 1:
                 reasons.append(f"published is {r_p:.2f}× counted: " + (why or "consistent with the thop undercount "
-                               "hypothesis (published.md §6.5: module-hook counters miss functional einsum/matmul)"))
+                               "hypothesis (docs/measurement.md: module-hook counters miss functional einsum/matmul)"))
             else:
                 reasons.append(f"published is {r_p:.2f}× counted: " + (why or "the published count includes work "
                                "this count puts elsewhere (text side, offline) or another configuration"))
@@ -121,13 +121,13 @@ def flops_comparison(records: Iterable[dict]) -> str:
         "Units: counted numbers are FlopCounterMode FLOPs (2·MAC, matmul-like ops only) of scoring one (text, "
         "video) pair at MSR-VTT shapes (ViT-B/32 widths, D=512, L=32, F=12), converted to MACs over the 1,000 × "
         "1,000 test matrix (FLOPs/pair × 10⁶ / 2) to sit beside the other two columns.",
-        "Analytic [A]: published.md §6.4, MACs of the similarity head over the 1k × 1k matrix by hand from tensor "
+        "Analytic [A]: docs/published.md (analytic head MACs), MACs of the similarity head over the 1k × 1k matrix by hand from tensor "
         "shapes.",
         "Published: GLSCL Table I's 'FLOPs' of the similarity head; its entries for CLIP4Clip (0.5 G = "
         "1000·1000·512) and TS2-Net (× 12 frames = 6.1 G) equal MACs over the whole 1k × 1k matrix, so the column is "
-        "read as MACs per 1k × 1k (published.md §6.5). Its counting protocol is not written down; some entries "
+        "read as MACs per 1k × 1k (docs/published.md, costs). Its counting protocol is not written down; some entries "
         "(GLSCL's own 1.0 G, DiCoSA's 0.51 G) look like undercounts by a module-hook counter such as old thop, "
-        "which reports 0 for functional einsum/matmul (engineering.md §3.1).",
+        "which reports 0 for functional einsum/matmul (docs/measurement.md).",
     ]
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
 
