@@ -3,6 +3,8 @@
 Examples:
   bench run --method glccl,meanp --dataset synthetic
   bench run --method glccl --dataset synthetic --preset smoke --seed 0 --seed 1 --set train.epochs=3
+  bench run --method glccl --dataset synthetic --config run.yaml
+  bench run --from-record runs/glccl__synthetic__seed0.json --seed 1
   bench eval --method meanp --dataset synthetic            # zero-shot: no training
   bench eval --method glccl --dataset synthetic --checkpoint runs/checkpoints/glccl__synthetic__seed0/best.pt
   bench compare runs/ --csv runs/table.csv --latex runs/table.tex

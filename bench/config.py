@@ -113,37 +113,40 @@ def _unknown_key_message(full: str, base: dict, path: str) -> str:
     return f"unknown config key {full!r}.{hint}"
 
 
-def parse_override(text: str) -> tuple[str, Any]:
+def parse_override(text: str, origin: str = "--set") -> tuple[str, Any]:
     if "=" not in text:
-        raise ConfigError(f"--set expects key=value, got {text!r}")
+        raise ConfigError(f"{origin} expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"--set expects key=value, got {text!r}")
+        raise ConfigError(f"{origin} expects key=value, got {text!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+        raise ConfigError(f"{origin} {key}: cannot parse value {raw!r}: {exc}") from exc
     return key, value
 
 
-def apply_overrides(cfg: dict, overrides: list[str]) -> tuple[dict, dict[str, Any]]:
-    """Apply ``key=value`` strings; returns (new config, {key: value} as applied)."""
+def apply_overrides(cfg: dict, overrides: list[str | tuple[str, str]]) -> tuple[dict, dict[str, Any]]:
+    """Apply ``key=value`` overrides (a string from --set, or (text, origin)); returns (new config, {key: value} as
+    applied)."""
     out = copy.deepcopy(cfg)
     applied: dict[str, Any] = {}
     all_keys = flat_keys(cfg)
-    for text in overrides:
-        key, value = parse_override(text)
+    for item in overrides:
+        # an item is "key=value" from --set, or ("key=value", origin) from a config file or a record
+        text, origin = (item, "--set") if isinstance(item, str) else item
+        key, value = parse_override(text, origin)
         node = out
         parts = key.split(".")
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if not isinstance(node, dict) or part not in node:
                 hint = did_you_mean(key, all_keys, cutoff=0.6)
-                raise ConfigError(f"unknown config key {key!r} in --set.{hint}")
+                raise ConfigError(f"unknown config key {key!r} in {origin}.{hint}")
             if last:
                 if isinstance(node[part], dict) and node[part]:
-                    raise ConfigError(f"--set {key}: is a section, set one of its keys instead")
+                    raise ConfigError(f"{origin} {key}: is a section, set one of its keys instead")
                 node[part] = coerce_raw(node[part], text.split("=", 1)[1], value)
                 value = node[part]
             else:
@@ -157,7 +160,7 @@ def resolve_config(
     method_cls,
     dataset_cls,
     preset: str = "default",
-    overrides: list[str] | None = None,
+    overrides: list[str | tuple[str, str]] | None = None,
     seed: int = 0,
     device: str = "cpu",
 ) -> tuple[dict, dict[str, Any]]:

@@ -52,8 +52,10 @@ def config_differences(requested: dict, recorded: dict) -> list[tuple[str, Any, 
     """``(key, recorded value, requested value)`` for every result-relevant key that differs (sorted)."""
     a, b = _result_relevant(recorded), _result_relevant(requested)
     missing = object()
+    # A key added after the record was made and requested as None (an option that is off, e.g. eval.checkpoint)
+    # is how the record's run behaved, not a different setting; any other new value is a difference.
     return [(k, a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys())
-            if a.get(k, missing) != b.get(k, missing)]
+            if a.get(k, missing) != b.get(k, missing) and not (k not in a and b.get(k) is None)]
 
 
 def _describe(diffs: list[tuple[str, Any, Any]], limit: int = 3) -> str:

@@ -17,14 +17,22 @@ def _common(f):
 
 
 _OPTIONS = [
-    click.option("--method", "methods", required=True, help="Method name(s), comma-separated, or 'all'."),
-    click.option("--dataset", "datasets_", required=True, help="Dataset name(s), comma-separated, or 'all'."),
-    click.option("--seed", "seeds", type=int, multiple=True, help="Seed (repeatable). Default: 0."),
+    click.option("--method", "methods", default=None,
+                 help="Method name(s), comma-separated, or 'all' (required unless --from-record)."),
+    click.option("--dataset", "datasets_", default=None,
+                 help="Dataset name(s), comma-separated, or 'all' (required unless --from-record)."),
+    click.option("--seed", "seeds", type=int, multiple=True, help="Seed (repeatable). Default: 0 (or the record's)."),
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                  help="Override a resolved config key, e.g. train.epochs=3 (repeatable; recorded)."),
-    click.option("--preset", default="default", show_default=True,
-                 help="'default' (the shared recipe), 'smoke' (tiny, < 1 min) or 'official' (the method's own "
-                      "recipe for the dataset)."),
+    click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="A YAML/JSON file of config sections (train:, data:, method:, ...), applied after the preset "
+                      "and before --set (recorded as overrides)."),
+    click.option("--from-record", "from_record", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Repeat the run of this record: its method, dataset, seed, preset and settings (--seed, "
+                      "--config and --set apply on top)."),
+    click.option("--preset", default=None,
+                 help="'default' (the shared recipe, the default), 'smoke' (tiny, < 1 min) or 'official' (the "
+                      "method's own recipe for the dataset)."),
     click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
                  show_default=True, help="Folder for run records and checkpoints."),
     click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."),
@@ -40,8 +48,11 @@ _OPTIONS = [
 
 @click.command(name="run")
 @_common
-def run(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite, table, quiet):
+def run(methods, datasets_, seeds, overrides, config_file, from_record, preset, out_dir, device, root, overwrite,
+        table, quiet):
     """Train and evaluate every (method, dataset, seed) combination; one JSON record each."""
+    methods, datasets_, seeds, preset, overrides = settings(methods, datasets_, seeds, preset, overrides,
+                                                            config_file, from_record)
     execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite, table, quiet)
 
 
@@ -50,15 +61,45 @@ def run(methods, datasets_, seeds, overrides, preset, out_dir, device, root, ove
               help="A tvr-bench checkpoint (best.pt / last.pt of a run) to evaluate; without it the backbone's "
                    "weights and the method's initialisation are evaluated (zero-shot).")
 @_common
-def evaluate(checkpoint, methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite, table,
-             quiet):
+def evaluate(checkpoint, methods, datasets_, seeds, overrides, config_file, from_record, preset, out_dir, device,
+             root, overwrite, table, quiet):
     """Evaluate without training (train.epochs=0): zero-shot, or a trained checkpoint; one normal record each."""
     import json
 
+    methods, datasets_, seeds, preset, overrides = settings(methods, datasets_, seeds, preset, overrides,
+                                                            config_file, from_record)
     extra = ["train.epochs=0"]
     if checkpoint is not None:
         extra.append(f"eval.checkpoint={json.dumps(str(checkpoint.expanduser().absolute()))}")
     execute(methods, datasets_, seeds, (*overrides, *extra), preset, out_dir, device, root, overwrite, table, quiet)
+
+
+def settings(methods, datasets_, seeds, preset, overrides, config_file, from_record):
+    """Merge --from-record and --config into the command line's (method, dataset, seeds, preset, overrides).
+    Overrides keep their origin so an unknown key names the file it came from."""
+    from tvr_bench.bench.config_sources import config_file_overrides, record_rerun
+    from tvr_bench.bench.errors import ConfigError
+
+    merged: list = []
+    if from_record is not None:
+        rec = record_rerun(from_record)
+        for flag, given, recorded in (("--method", methods, rec.method), ("--dataset", datasets_, rec.dataset),
+                                      ("--preset", preset, rec.preset)):
+            if given is not None and given != recorded:
+                raise ConfigError(f"{flag} {given} contradicts --from-record {from_record} ({recorded}); drop "
+                                  f"{flag}, or use --set to change a setting")
+        methods, datasets_, preset = rec.method, rec.dataset, rec.preset
+        seeds = seeds or (rec.seed,)
+        merged += rec.overrides
+        if rec.new_keys:
+            click.echo(f"warning: --from-record {from_record}: keys new since the record take today's defaults: "
+                       f"{', '.join(rec.new_keys)}", err=True)
+    for flag, value in (("--method", methods), ("--dataset", datasets_)):
+        if value is None:
+            raise click.UsageError(f"Missing option '{flag}' (or give --from-record).")
+    if config_file is not None:
+        merged += config_file_overrides(config_file)
+    return methods, datasets_, seeds, preset or "default", (*merged, *overrides)
 
 
 def execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite, table, quiet):
