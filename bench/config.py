@@ -31,7 +31,10 @@ HARNESS_DEFAULTS: dict[str, Any] = {
         "text_overflow": "error",
         "root": None,
         "cache_dir": None,  # None: $TVR_BENCH_CACHE or ~/.cache/tvr-bench
-        "memory_cache": True,  # keep decoded, preprocessed frames of each video in RAM for the run
+        # keep decoded clips (uint8 crops) in RAM for the run, least recently used out beyond the budget, so
+        # memory does not grow with the dataset; frame-cache entries are read memory-mapped and never held
+        "memory_cache": True,
+        "memory_cache_budget": "4GiB",
         "allow_missing": False,  # never shrink a test set silently
     },
     "method": {},
@@ -221,10 +224,11 @@ def validate_config(cfg: dict) -> None:
                          *((("eval.chunk_size", e["chunk_size"]),) if e["chunk_size"] is not None else ())):
         if not isinstance(section, int) or isinstance(section, bool) or section < 1:
             raise ConfigError(f"{key} must be a positive integer, got {section!r}")
-    if e["memory_budget"] is not None:
-        from tvr_bench.bench.evaluate import parse_bytes  # raises ConfigError naming the value
+    from tvr_bench.bench.units import parse_bytes  # raises ConfigError naming the key and the value
 
+    if e["memory_budget"] is not None:
         parse_bytes(e["memory_budget"])
+    parse_bytes(d["memory_cache_budget"], "data.memory_cache_budget")
     if d["max_words"] < 3:
         raise ConfigError("data.max_words must be >= 3 ([SOT], one token, [EOT])")
     if t["select_on"] == "test":

@@ -31,6 +31,7 @@ class DataCfg(_Section):
     root: Optional[str] = None
     cache_dir: Optional[str] = None
     memory_cache: bool
+    memory_cache_budget: Union[int, str] = "4GiB"  # bytes or '4GiB'; parsed by bench.units.parse_bytes
     allow_missing: bool
 
 

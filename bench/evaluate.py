@@ -17,33 +17,10 @@ from tvr_bench.bench import metrics as M
 from tvr_bench.bench.api.state import State, concat_states, slice_state, state_to
 from tvr_bench.bench.data.pipeline import FrameStore, TokenizedCaptions, VideoDataset
 from tvr_bench.bench.errors import ConfigError
+from tvr_bench.bench.units import parse_bytes  # noqa: F401  (re-exported: eval.memory_budget's parser)
 
 #: default scoring budgets: CPU a fixed 2 GiB (a laptop-safe share of RAM); CUDA a quarter of the free memory
 CPU_DEFAULT_BUDGET = 2 << 30
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
-
-
-def parse_bytes(value) -> int:
-    """A byte count from an int or a string such as '2GB', '512MiB', '1.5 GiB' (units case-insensitive)."""
-    if isinstance(value, bool):
-        raise ConfigError(f"eval.memory_budget must be bytes or a size like '2GB', got {value!r}")
-    if isinstance(value, (int, float)):
-        n = value
-    elif isinstance(value, str):
-        text = value.strip().upper().replace(" ", "")
-        digits = text.rstrip("KMGIB")
-        unit = text[len(digits):]
-        if unit not in _UNITS:
-            raise ConfigError(f"eval.memory_budget: unknown unit in {value!r} (use B, KB, MB, GB, KiB, MiB, GiB)")
-        try:
-            n = float(digits) * _UNITS[unit]
-        except ValueError:
-            raise ConfigError(f"eval.memory_budget must be bytes or a size like '2GB', got {value!r}") from None
-    else:
-        raise ConfigError(f"eval.memory_budget must be bytes or a size like '2GB', got {value!r}")
-    if not n >= 1:
-        raise ConfigError(f"eval.memory_budget must be positive, got {value!r}")
-    return int(n)
 
 
 def default_budget(device) -> int:

@@ -27,6 +27,7 @@ from tvr_bench.bench.records import load_record, record_filename
 RESULT_NEUTRAL_KEYS = frozenset({
     "data.cache_dir",       # where decoded frames are cached
     "data.memory_cache",    # whether they are also kept in RAM
+    "data.memory_cache_budget",  # and how many of them
     "train.num_workers",    # batch order is fixed by (seed, epoch), not by the loader's workers
     "train.log_every",      # console output only
     "eval.chunk_size",      # scoring block size: every pair's score is computed independently of the block

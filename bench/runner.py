@@ -28,8 +28,9 @@ from tvr_bench.bench.atomic import remove_stale_temps
 from tvr_bench.bench.rank_codec import encode_ranks
 from tvr_bench.bench.records import SCHEMA_VERSION, record_filename, write_record
 from tvr_bench.bench.registry import DATASETS, METHODS
-from tvr_bench.bench.run_plan import (Planned, check_checkpoints, check_out_dir, file_sha256, plan_run,
-                                      read_eval_checkpoint)
+from tvr_bench.bench.run_plan import (RESULT_NEUTRAL_KEYS, Planned, check_checkpoints, check_out_dir, file_sha256,
+                                      plan_run, read_eval_checkpoint)
+from tvr_bench.bench.units import parse_bytes
 from tvr_bench.bench.train import Trainer, autocast_factory, load_checkpoint, seed_everything
 
 
@@ -40,6 +41,9 @@ def default_cache_dir() -> Path:
 def config_hash(cfg: dict) -> str:
     """Hash of everything that determines the trained weights (not the device or output paths)."""
     keep = {k: v for k, v in cfg.items() if k not in ("run", "cost", "eval")}
+    # where frames are cached, how many are kept in RAM, loader workers and logging change no weight
+    keep["data"] = {k: v for k, v in keep["data"].items() if f"data.{k}" not in RESULT_NEUTRAL_KEYS}
+    keep["train"] = {k: v for k, v in keep["train"].items() if f"train.{k}" not in RESULT_NEUTRAL_KEYS}
     keep["seed"] = cfg["run"]["seed"]
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -179,8 +183,12 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     method = method_cls(backbone, cfg["method"], max_frames=d["max_frames"], max_words=d["max_words"]).to(dev)
     evaluated = load_eval_checkpoint(method, cfg["eval"]["checkpoint"], dev)
     tokens = {name: tokenize_captions(s, backbone, d["max_words"], d["text_overflow"]) for name, s in splits.items()}
+    clip_budget = parse_bytes(d["memory_cache_budget"], "data.memory_cache_budget")
+    shared = decoded.for_dataset(dataset_name) if decoded is not None else None
+    if d["memory_cache"] and shared is None:
+        shared = DecodedClips(clip_budget)  # one budget for all the splits of this run
     stores = {name: FrameStore(s, backbone.preprocess, d["max_frames"], d["sample_fps"], d["memory_cache"],
-                               cache=frames, shared=decoded.for_dataset(dataset_name) if decoded is not None else None)
+                               cache=frames, shared=shared, memory_budget=clip_budget)
               for name, s in splits.items()}
     autocast, _ = autocast_factory(dev, cfg["train"]["precision"])
     e = cfg["eval"]
@@ -222,6 +230,8 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     with meter.measure():
         report_result = evaluate(dataset.test_split)
     timings["test_eval_s"] = time.perf_counter() - t0
+    if shared is not None:
+        log(f"  clip memory: {shared.describe()}")
 
     # -- cost --
     t0 = time.perf_counter()

@@ -200,3 +200,56 @@ def test_a_crashing_decoder_process_does_not_kill_the_job(tmp_path, prep, videos
     res = prepare_frames(cache, videos, workers=2, progress=False)
     assert [f[0] for f in res.failed] == ["v2"] and "crashed" in res.failed[0][2]
     assert res.written == len(videos) - 1
+
+
+def test_clip_memory_keeps_the_most_recent_clips_within_its_budget():
+    from tvr_bench.bench.data.pipeline import ClipMemory
+
+    mem = ClipMemory(budget=300)
+    clips = {k: np.full((100,), k, dtype=np.uint8) for k in range(5)}
+    for k in (0, 1, 2):
+        mem.put((k,), clips[k])
+    assert mem.bytes == 300 and len(mem) == 3
+    assert mem.get((0,)) is clips[0]  # 0 is now the most recent: 1 goes first
+    mem.put((3,), clips[3])
+    assert mem.get((1,)) is None and mem.get((0,)) is clips[0] and mem.evictions == 1 and mem.bytes == 300
+    mem.put((4,), np.zeros(301, dtype=np.uint8))  # larger than the whole budget: not held, nothing evicted
+    assert mem.get((4,)) is None and len(mem) == 3 and mem.bytes == 300
+    mem.put((3,), clips[3])  # putting a held key again does not count it twice
+    assert mem.bytes == 300 and len(mem) == 3
+    mem.resize(100)
+    assert len(mem) == 1 and mem.get((3,)) is clips[3] and mem.bytes == 100
+    # (frames, mask) tensors of a preprocess that cannot be split are counted by their storage
+    mem.resize(1000)
+    mem.put(("t",), (torch.zeros(4, 3, 2, 2), torch.zeros(4, dtype=torch.long)))
+    assert mem.bytes == 100 + 4 * 3 * 2 * 2 * 4 + 4 * 8 and mem.get(("t",)) is not None
+
+
+def test_a_small_clip_budget_bounds_memory_and_changes_no_clip(tiny_backbone, split, videos):
+    unbounded = FrameStore(split, tiny_backbone.preprocess, 4, 1.0, memory_cache=True)
+    one_clip = unbounded.get(videos[0][0])[0]
+    clip_bytes = unbounded.memory.bytes
+    budget = 2 * clip_bytes + clip_bytes // 2  # room for two crops of this size
+    bounded = FrameStore(split, tiny_backbone.preprocess, 4, 1.0, memory_cache=True, memory_budget=budget)
+    for _ in range(2):
+        for vid, _ in videos:
+            a, b = bounded.get(vid), unbounded.get(vid)
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+            assert bounded.memory.bytes <= budget
+    assert torch.equal(bounded.get(videos[0][0])[0], one_clip)
+    assert bounded.memory.evictions > 0 and len(bounded.memory) <= 2
+    assert len(unbounded.memory) == len(videos) and unbounded.memory.evictions == 0
+
+
+def test_frame_cache_entries_are_memory_mapped_and_not_held(tmp_path, tiny_backbone, prep, split, videos):
+    cache = FrameCache(tmp_path, "fixture", prep, 4, 1.0)
+    prepare_frames(cache, videos, workers=1, progress=False)
+    vid, path = videos[0]
+    assert isinstance(cache.load(vid, path), np.memmap)
+    store = FrameStore(split, tiny_backbone.preprocess, 4, 1.0, memory_cache=True, cache=cache)
+    reference = FrameStore(split, tiny_backbone.preprocess, 4, 1.0, memory_cache=False)
+    for vid, _ in videos:
+        got, want = store.get(vid), reference.get(vid)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    # the OS page cache holds the entries; the process holds nothing beyond the clip being built
+    assert store.n_cached == len(videos) and len(store.memory) == 0 and store.memory.bytes == 0

@@ -138,9 +138,10 @@ def test_runs_of_one_invocation_decode_each_video_once_with_the_same_results(tmp
     shared = DecodedClips()
     first = run("first", shared)
     n_videos = len(shared)
-    assert n_videos == 128 + 32 + 64 and shared.hits == 0  # every video of the three smoke splits, decoded once
+    assert n_videos == 128 + 32 + 64 and shared.evictions == 0  # every video of the three smoke splits, once
+    hits = shared.hits  # epochs and evaluations of the first run already read their clips from memory
     second = run("second", shared)
-    assert shared.hits >= n_videos and len(shared) == n_videos
+    assert shared.hits - hits >= n_videos and len(shared) == n_videos  # the second run decoded none
     assert alone == first == second
 
 

@@ -126,6 +126,8 @@ class Preprocessor:
         n = cropped.shape[0]
         if not 1 <= n <= max_frames:
             raise ValueError(f"got {n} frames for max_frames={max_frames}")
+        if not cropped.flags.writeable:  # a memory-mapped cache entry: torch wants a writable buffer
+            cropped = np.array(cropped)
         src = torch.from_numpy(np.ascontiguousarray(cropped)).permute(0, 3, 1, 2)
         video = torch.empty((max_frames, *src.shape[1:]), dtype=torch.float32)
         video[n:] = 0
@@ -241,9 +243,9 @@ class FrameCache:
         return self._read(self.entry_path(video_id, source), mmap=True) is not None
 
     def load(self, video_id: str, source: Path) -> np.ndarray | None:
-        """The stored uint8 frames ``[T, S, S, 3]``, or None when there is no usable entry."""
-        arr = self._read(self.entry_path(video_id, source), mmap=False)
-        return None if arr is None else np.asarray(arr)
+        """The stored uint8 frames ``[T, S, S, 3]``, memory-mapped read-only (the pages are read when the clip is
+        normalised and stay in the OS page cache, not in this process), or None when there is no usable entry."""
+        return self._read(self.entry_path(video_id, source), mmap=True)
 
     def store(self, video_id: str, source: Path, cropped: np.ndarray) -> Path:
         """Write one entry atomically."""

@@ -17,6 +17,7 @@ into the run record).
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
@@ -129,24 +130,87 @@ def preflight_videos(split: Split, *, cache: FrameCache | None = None, allow_mis
     return reduce_split(split, {k: "unreadable" for k in bad})
 
 
-class DecodedClips:
-    """uint8 crops decoded in this process, shared by the runs of one ``bench run`` invocation on one dataset.
+#: default of ``data.memory_cache_budget``: what one process may hold of decoded clips
+DEFAULT_MEMORY_CACHE_BUDGET = 4 << 30
+
+
+def _nbytes(item) -> int:
+    if isinstance(item, np.ndarray):
+        return item.nbytes
+    return sum(t.numel() * t.element_size() for t in item)  # (frames, mask) tensors of a non-splittable preprocess
+
+
+class ClipMemory:
+    """Decoded clips held in RAM, at most ``budget`` bytes: the least recently used clip goes first.
+
+    Bounded so that memory does not grow with the dataset (MSR-VTT's uint8 crops at F = 12 are about 18 GB; VATEX
+    and DiDeMo at F = 64 several times that): a gallery that fits is decoded once, a larger one keeps the budget's
+    worth and decodes the rest again. The budget is per process; each DataLoader worker holds its own.
+    """
+
+    def __init__(self, budget: int = DEFAULT_MEMORY_CACHE_BUDGET) -> None:
+        self.budget = int(budget)
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self.bytes = 0
+        self.hits = self.evictions = 0
+
+    def get(self, key: tuple):
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+        return item
+
+    def put(self, key: tuple, item) -> None:
+        """Keep ``item`` (never changed in place: ``to_clip`` copies it into a new float tensor)."""
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= _nbytes(old)
+        size = _nbytes(item)
+        if size > self.budget:
+            return
+        self._items[key] = item
+        self.bytes += size
+        self._shrink()
+
+    def resize(self, budget: int) -> None:
+        self.budget = int(budget)
+        self._shrink()
+
+    def _shrink(self) -> None:
+        while self.bytes > self.budget:
+            _, gone = self._items.popitem(last=False)
+            self.bytes -= _nbytes(gone)
+            self.evictions += 1
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+    def describe(self) -> str:
+        return (f"{len(self)} clips, {self.bytes / 2**20:.0f} MiB of {self.budget / 2**20:.0f} MiB, "
+                f"{self.hits} hits, {self.evictions} evicted")
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class DecodedClips(ClipMemory):
+    """The clip memory shared by the runs of one ``bench run`` invocation on one dataset.
 
     ``--method all`` trains every method on the same videos; without this each run decodes them again (a sixth
     of meanp's training time on the embedded default). Keyed by everything the pixels depend on: the file (path,
-    size, mtime), max_frames, sample_fps and the geometric preprocess. ``for_dataset`` drops the clips when the
-    invocation moves on to another dataset, so at most one dataset's clips are held (as one run's memory cache
-    would hold them anyway).
+    size, mtime), max_frames, sample_fps and the preprocess. ``for_dataset`` drops the clips when the invocation
+    moves on to another dataset, so at most one dataset's clips are held, within the budget.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int = DEFAULT_MEMORY_CACHE_BUDGET) -> None:
+        super().__init__(budget)
         self.dataset: str | None = None
-        self._clips: dict[tuple, np.ndarray] = {}
-        self.hits = 0
 
     def for_dataset(self, name: str) -> "DecodedClips":
         if name != self.dataset:
-            self._clips.clear()
+            self.clear()
             self.dataset = name
         return self
 
@@ -155,26 +219,16 @@ class DecodedClips:
         st = os.stat(path)
         return (os.fspath(path), st.st_size, st.st_mtime_ns, max_frames, float(sample_fps), prep.describe())
 
-    def get(self, key: tuple) -> np.ndarray | None:
-        clip = self._clips.get(key)
-        if clip is not None:
-            self.hits += 1
-        return clip
-
-    def put(self, key: tuple, clip: np.ndarray) -> None:
-        self._clips[key] = clip  # never changed in place: to_clip copies it into a new float tensor
-
-    def __len__(self) -> int:
-        return len(self._clips)
-
 
 class FrameStore:
-    """Preprocessed clips by video id: from the frame cache when it has the video, decoded otherwise; optionally
-    kept in memory for the run (as uint8 crops when the preprocess can be split: a quarter of the float size),
-    and shared with the later runs of the same invocation through ``shared`` (``DecodedClips``)."""
+    """Preprocessed clips by video id: from the frame cache when it has the video (read memory-mapped, so the
+    OS page cache, not this process, holds them), decoded otherwise. Decoded clips are kept in a bounded
+    ``ClipMemory`` when ``memory_cache`` is on (as uint8 crops when the preprocess can be split: a quarter of the
+    float size), shared with the later runs of the same invocation when ``shared`` is given."""
 
     def __init__(self, split: Split, preprocess, max_frames: int, sample_fps: float, memory_cache: bool,
-                 cache: FrameCache | None = None, shared: DecodedClips | None = None):
+                 cache: FrameCache | None = None, shared: DecodedClips | None = None,
+                 memory_budget: int = DEFAULT_MEMORY_CACHE_BUDGET):
         self.paths = {v.id: v.path for v in split.videos}
         self.preprocess = preprocess
         self.prep = cache.preprocessor if cache is not None else Preprocessor(preprocess)
@@ -182,41 +236,40 @@ class FrameStore:
         self.sample_fps = sample_fps
         self.memory_cache = memory_cache
         self.cache = cache
-        self._memory: dict[str, Any] = {}
-        self.shared = shared if memory_cache else None
+        self.memory: ClipMemory | None = None
+        if memory_cache:
+            self.memory = shared if shared is not None else ClipMemory(memory_budget)
+            self.memory.resize(memory_budget)
         self.n_cached = self.n_decoded = 0
+
+    def _decoded(self, video_id: str):
+        """A decoded clip, from the clip memory when it holds it: a uint8 crop, or (frames, mask) tensors."""
+        path = self.paths[video_id]
+        key = None
+        if self.memory is not None:
+            key = DecodedClips.key(path, self.max_frames, self.sample_fps, self.prep)
+            item = self.memory.get(key)
+            if item is not None:
+                return item
+        self.n_decoded += 1
+        frames = load_frames(path, self.max_frames, self.sample_fps)
+        item = (self.prep.crop(frames) if self.prep.splittable
+                else frames_to_tensor(frames, self.preprocess, self.max_frames))
+        if key is not None:
+            self.memory.put(key, item)
+        return item
 
     def frames(self, video_id: str) -> np.ndarray:
         """uint8 ``[T, S, S, 3]`` after resize and crop (needs a splittable preprocess)."""
-        path = self.paths[video_id]
         if self.cache is not None:
-            stored = self.cache.load(video_id, path)
+            stored = self.cache.load(video_id, self.paths[video_id])
             if stored is not None:
                 self.n_cached += 1
                 return stored
-        key = None
-        if self.shared is not None:
-            key = DecodedClips.key(path, self.max_frames, self.sample_fps, self.prep)
-            clip = self.shared.get(key)
-            if clip is not None:
-                return clip
-        self.n_decoded += 1
-        clip = self.prep.crop(load_frames(path, self.max_frames, self.sample_fps))
-        if key is not None:
-            self.shared.put(key, clip)
-        return clip
+        return self._decoded(video_id)
 
     def get(self, video_id: str) -> tuple[torch.Tensor, torch.Tensor]:
-        item = self._memory.get(video_id)
-        if item is None:
-            if self.prep.splittable:
-                item = self.frames(video_id)
-            else:
-                self.n_decoded += 1
-                item = frames_to_tensor(load_frames(self.paths[video_id], self.max_frames, self.sample_fps),
-                                        self.preprocess, self.max_frames)
-            if self.memory_cache:
-                self._memory[video_id] = item
+        item = self.frames(video_id) if self.prep.splittable else self._decoded(video_id)
         if isinstance(item, np.ndarray):
             return self.prep.to_clip(item, self.max_frames)
         return item
