@@ -245,6 +245,8 @@ class RealDataset(DatasetPlugin):
 
     #: reference sha256 of published annotation files, by file name (mismatch = a variant copy, noted)
     reference_sha256: dict[str, str] = {}
+    #: what ``data.root`` must hold and where each file is published, for the "needs its files" errors
+    files_needed: str = ""
 
     def __init__(self, cfg: dict[str, Any], *, cache_dir: Path):
         super().__init__(cfg, cache_dir=cache_dir)
@@ -260,7 +262,8 @@ class RealDataset(DatasetPlugin):
         raw = self.cfg["data"].get("root")
         name = self.info.name
         if raw in (None, ""):
-            raise DataError(f"dataset {name!r} needs its files: pass --root PATH (or --set data.root=PATH)")
+            raise DataError(f"dataset {name!r} needs its files: pass --root PATH (or --set data.root=PATH), a folder "
+                            f"holding {self.files_needed or 'its annotation files and videos'}")
         root = Path(str(raw)).expanduser()
         if not root.exists():
             raise DataError(f"{name}: root folder not found: {root}")
@@ -281,8 +284,9 @@ class RealDataset(DatasetPlugin):
 
     def missing_files(self, what: str, names: Iterable[str]) -> DataError:
         names = list(names)
+        where = f"; {self.info.name} needs {self.files_needed}" if self.files_needed else ""
         return DataError(f"{self.info.name}: {what} not found under {self.root} (looked for "
-                         f"{', '.join(names)} up to {MAX_DEPTH} folders deep)")
+                         f"{', '.join(names)} up to {MAX_DEPTH} folders deep){where}")
 
     # -- the per-dataset part --
 

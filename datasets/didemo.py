@@ -54,6 +54,10 @@ def paragraphs(records: object, where: str) -> dict[str, list[str]]:
 
 @register_dataset
 class DiDeMo(RealDataset):
+    files_needed = (
+        "the DiDeMo annotations train_data.json / val_data.json / test_data.json (LisaAnne/LocalizingMoments, "
+        "data/) and the videos, named by the annotations' video ids (the Flickr links of YFCC100M in that "
+        "repository's data/video_licenses.txt)")
     info = DatasetInfo(
         paper_shape=PaperShape("didemo", 64, 64, 1_004, 1_004,
                                "DiDeMo paragraph-to-video: 1,004 paragraphs x 1,004 test videos",

@@ -129,6 +129,12 @@ class _Corpus:
 
 @register_dataset
 class MSRVTT(RealDataset):
+    files_needed = (
+        "the MSR-VTT annotations (CLIP4Clip's MSRVTT_data.json, or the official train_val_videodatainfo.json + "
+        "test_videodatainfo.json of Microsoft Research's release, also mirrored by WingsBrokenAngel/"
+        "MSR-VTT-DataCleaning), the 1k-A test CSV MSRVTT_JSFUSION_test.csv (ArrowLuo/CLIP4Clip, data/), the 9k "
+        "list MSRVTT_train.9k.csv (CLIP4Clip) or train_list_jsfusion.txt (albanie/collaborative-experts) and the videos video0.mp4 ... video9999.mp4 "
+        "(MSRVTT.zip of the release)")
     info = DatasetInfo(
         paper_shape=PaperShape("msrvtt", 12, 32, 1_000, 1_000,
                                "MSR-VTT 1k-A: 1,000 captions x 1,000 videos (one caption per video)",

@@ -82,6 +82,10 @@ def _english(data: object, where: str, kind: str) -> dict[str, list[str]]:
 
 @register_dataset
 class VATEX(RealDataset):
+    files_needed = (
+        "the VATEX captions (the release's vatex_training_v1.0.json + vatex_validation_v1.0.json, or the "
+        "ref_captions.json / vatex_data.json of the HGR and CLIP2Video loaders), the HGR split lists train_list.txt / "
+        "val_list.txt / test_list.txt (as the HGR code publishes them), and the videos named by their VATEX ids")
     info = DatasetInfo(
         paper_shape=PaperShape("vatex", 12, 32, 15_000, 1_500,
                                "VATEX HGR test: 1,500 videos x 10 English captions = 15,000 T2V queries",

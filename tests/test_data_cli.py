@@ -190,6 +190,12 @@ def test_run_with_a_zero_length_video_names_it_and_writes_nothing(tmp_path, msrv
 def test_run_without_root_is_a_clear_error(tmp_path):
     res = invoke("run", "--method", "meanp", "--dataset", "vatex", "--out", tmp_path)
     assert res.exit_code == 2 and "needs its files: pass --root PATH" in res.output
+    # the line names the files and where they are published
+    assert "vatex_training_v1.0.json" in res.output and "test_list.txt" in res.output and "HGR" in res.output
+    for name in ("msrvtt", "didemo"):
+        res = invoke("run", "--method", "meanp", "--dataset", name, "--out", tmp_path)
+        assert res.exit_code == 2 and len([x for x in res.output.splitlines() if x.startswith("error:")]) == 1
+        assert ("MSRVTT_JSFUSION_test.csv" if name == "msrvtt" else "LocalizingMoments") in res.output
     assert not list(tmp_path.glob("*.json"))
 
 

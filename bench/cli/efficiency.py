@@ -30,7 +30,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--method", "methods", required=True, help="Method name(s), comma-separated, or 'all'.")
 @click.option("--dataset", "datasets_", required=True,
               help="Paper shapes: msrvtt, vatex, didemo (comma-separated) or 'all'.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto (CUDA when available).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the records.  [default: reports/efficiency/<cpu|cuda>]")
 @click.option("--max-seconds", type=float, default=8.0, show_default=True,

@@ -35,7 +35,7 @@ _OPTIONS = [
                       "method's own recipe for the dataset)."),
     click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
                  show_default=True, help="Folder for run records and checkpoints."),
-    click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."),
+    click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto (CUDA when available)."),
     click.option("--root", type=click.Path(path_type=Path), default=None,
                  help="Folder holding the dataset's annotation files and videos (sets data.root; one dataset)."),
     click.option("--overwrite", is_flag=True,
