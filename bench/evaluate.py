@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tvr_bench.bench import metrics as M
+from tvr_bench.bench import progress
 from tvr_bench.bench.api.state import State, concat_states, slice_state, state_to
 from tvr_bench.bench.data.pipeline import FrameStore, TokenizedCaptions, VideoDataset
 from tvr_bench.bench.errors import ConfigError
@@ -54,9 +55,11 @@ def rows_block(method, n_rows: int, *, memory_budget=None, chunk_size: int | Non
 def encode_videos(method, store: FrameStore, split, batch_size: int, device, autocast) -> State:
     loader = DataLoader(VideoDataset(split, store), batch_size=batch_size, shuffle=False)
     out = []
-    for frames, mask in loader:
-        with autocast():
-            out.append(state_to(method.encode_video(frames.to(device), mask.to(device)), device))
+    with progress.bar(len(split.videos), f"encode {split.name} videos", "video") as shown:
+        for frames, mask in loader:
+            with autocast():
+                out.append(state_to(method.encode_video(frames.to(device), mask.to(device)), device))
+            shown.update(frames.shape[0])
     return {k: v.float() if v.is_floating_point() else v for k, v in concat_states(out).items()}
 
 
@@ -98,11 +101,13 @@ def streamed_similarity(method, captions: TokenizedCaptions, video: State, *, ba
     n_v = next(iter(video.values())).shape[0]
     group = math.lcm(batch_size, chunk_size)
     sim = torch.empty(n_t, n_v, dtype=torch.float32)
-    for start in range(0, n_t, group):
-        part = dataclasses.replace(captions, tokens=captions.tokens[start: start + group],
-                                   mask=captions.mask[start: start + group])
-        text = encode_texts(method, part, batch_size, device, autocast)
-        sim[start: start + group] = similarity_matrix(method, text, video, chunk_size, autocast)
+    with progress.bar(n_t, f"score {n_t} queries x {n_v} videos", "query") as shown:
+        for start in range(0, n_t, group):
+            part = dataclasses.replace(captions, tokens=captions.tokens[start: start + group],
+                                       mask=captions.mask[start: start + group])
+            text = encode_texts(method, part, batch_size, device, autocast)
+            sim[start: start + group] = similarity_matrix(method, text, video, chunk_size, autocast)
+            shown.update(part.tokens.shape[0])
     return sim
 
 

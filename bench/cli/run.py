@@ -118,6 +118,9 @@ def execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root,
     from tvr_bench.bench.config import resolve_config
     from tvr_bench.bench.runner import preflight, resolve_device
 
+    from tvr_bench.bench import progress
+
+    progress.set_enabled(False if quiet else None)  # bars only on a terminal, never with --quiet
     device = str(resolve_device(device))
     for m, d, s in plan:  # ... and a stale record, an unwritable --out or a damaged checkpoint too
         cfg, _ = resolve_config(method_cls=METHODS.get(m), dataset_cls=DATASETS.get(d), preset=preset,
