@@ -198,6 +198,14 @@ class Efficiency(_Open):
     latency: EfficiencyLatency
 
 
+class Training(_Open):
+    """How the run was trained; the multi-process facts default to a single process (older records)."""
+
+    world_size: Annotated[StrictInt, Field(ge=1, description="processes (torchrun ranks) that trained")] = 1
+    global_batch: Optional[Annotated[StrictInt, Field(ge=1, description="batch scored per step, all ranks")]] = None
+    per_rank_batch: Optional[Annotated[StrictInt, Field(ge=1, description="global_batch / world_size")]] = None
+
+
 class RunRecord(_Open):
     """One JSON file per (method, dataset, seed): metrics, cost, config and provenance of one run."""
 
@@ -211,6 +219,7 @@ class RunRecord(_Open):
     config: dict[str, Any]
     provenance: Provenance
     protocol: Optional[Protocol] = None
+    training: Optional[Training] = None
     efficiency: Optional[Efficiency] = None
 
     @model_validator(mode="before")
