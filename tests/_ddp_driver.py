@@ -1,6 +1,6 @@
 """`bench run` with instruments, for tests/test_distributed.py: launched once as a plain process and once under
-torchrun. Writes ``<trace_dir>/rank<r>.pt``: each step's batch indices, the flattened trainable parameters after
-each step, and how many checkpoint saves and record writes this rank made. Usage: _ddp_driver.py TRACE_DIR ARGS"""
+torchrun. Writes ``<trace_dir>/rank<r>.pt``: each step's batch indices, the flattened trainable parameters and their
+gradients after each step, and how many checkpoint saves and record writes this rank made. Usage: _ddp_driver.py TRACE_DIR ARGS"""
 
 import os
 import sys
@@ -14,7 +14,7 @@ from tvr_bench.bench import distributed as D
 from tvr_bench.cli import main
 
 trace_dir, args = Path(sys.argv[1]), sys.argv[2:]
-trace = {"batches": [], "params": [], "saves": 0, "records": 0}
+trace = {"batches": [], "params": [], "grads": [], "saves": 0, "records": 0}
 
 _iter = train.GlobalBatchSlices.__iter__
 
@@ -32,6 +32,10 @@ def recording_step(self, *a, **k):
     out = _step(self, *a, **k)
     trace["params"].append(torch.cat([p.detach().flatten().cpu() for p in self.method.parameters()
                                       if p.requires_grad]).clone())
+    # the gradient the optimizer stepped with (reduced over the ranks, clipped): Adam's updates hardly show a
+    # gradient scaled by a constant, so the parameters alone would not catch a wrong reduction
+    trace["grads"].append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten().cpu()
+                                     for p in self.method.parameters() if p.requires_grad]).clone())
     return out
 
 
