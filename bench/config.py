@@ -55,6 +55,9 @@ HARNESS_DEFAULTS: dict[str, Any] = {
         "select_metric": "t2v/R@1",
         "max_steps": None,  # cap on optimisation steps (debugging); None = epochs x steps per epoch
         "log_every": 10,
+        # torchrun: the gradient the all-gather passes back (bench/train.py GATHER_BACKWARD); None = "official"
+        # (CLIP4Clip: this rank's slice), "exact" = equal to one process with the same global batch
+        "gather_backward": None,
     },
     # chunk_size None: the scoring block is sized from memory_budget (bytes or '2GB'; None = 2 GiB on CPU, a
     # quarter of free GPU memory on CUDA) and the method's score_pair_bytes; an int forces that block side

@@ -52,6 +52,7 @@ class TrainCfg(_Section):
     select_metric: str
     max_steps: Optional[int] = Field(default=None, ge=1)
     log_every: int = Field(ge=1)
+    gather_backward: Optional[Literal["official", "exact"]] = None
 
     @field_validator("select_metric")
     @classmethod

@@ -198,6 +198,16 @@ class Efficiency(_Open):
     latency: EfficiencyLatency
 
 
+class Training(_Open):
+    """How the run was trained; the multi-process facts default to a single process (older records)."""
+
+    world_size: Annotated[StrictInt, Field(ge=1, description="processes (torchrun ranks) that trained")] = 1
+    global_batch: Optional[Annotated[StrictInt, Field(ge=1, description="batch scored per step, all ranks")]] = None
+    per_rank_batch: Optional[Annotated[StrictInt, Field(ge=1, description="global_batch / world_size")]] = None
+    gather_backward: Optional[Literal["official", "exact"]] = Field(
+        default=None, description="gradient the all-gather passed back (train.gather_backward); None: one process")
+
+
 class RunRecord(_Open):
     """One JSON file per (method, dataset, seed): metrics, cost, config and provenance of one run."""
 
@@ -211,6 +221,7 @@ class RunRecord(_Open):
     config: dict[str, Any]
     provenance: Provenance
     protocol: Optional[Protocol] = None
+    training: Optional[Training] = None
     efficiency: Optional[Efficiency] = None
 
     @model_validator(mode="before")

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 import tvr_bench.bench.cost as C
+from tvr_bench.bench import distributed as D
 from tvr_bench.bench import provenance
 from tvr_bench.bench.backbone import build_backbone, check_pretrained_file
 from tvr_bench.bench.config import resolve_config
@@ -49,6 +50,8 @@ def config_hash(cfg: dict) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
+    if name in ("auto", "cuda") and D.active() and torch.cuda.is_available():
+        return torch.device(f"cuda:{D.local_rank()}")  # under torchrun each rank drives its own GPU
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -144,12 +147,15 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     cfg, _ = resolve_config(method_cls=method_cls, dataset_cls=dataset_cls, preset=preset,
                             overrides=overrides, seed=seed, device=str(dev))
     out_dir = Path(out_dir)
+    if not D.is_main():  # under torchrun only rank 0 speaks and writes
+        log = lambda msg: None  # noqa: E731
     planned = preflight(out_dir, cfg, overwrite=overwrite)
     if planned.note:
         log(planned.note)
     if planned.action == "skip":
         return None
-    remove_stale_temps(out_dir)  # a record write killed mid-way left its temp file here
+    if D.is_main():
+        remove_stale_temps(out_dir)  # a record write killed mid-way left its temp file here
     started = provenance.now_iso()
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -199,9 +205,10 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
                               device=dev, autocast=autocast, memory_budget=e["memory_budget"])
 
     ckpt_dir = run_dir(out_dir, method_name, dataset_name, seed)
-    if overwrite and ckpt_dir.exists():
+    if overwrite and ckpt_dir.exists() and D.is_main():
         # --overwrite means a fresh run: resuming from a finished run's last.pt would skip training entirely
         shutil.rmtree(ckpt_dir)
+    D.barrier()
     chash = config_hash(cfg)
     log(f"== {method_name} on {dataset_name}, seed {seed} ({preset} preset, device {dev}) ==")
     t0 = time.perf_counter()
@@ -211,6 +218,8 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
         pairs = PairDataset(splits[dataset.train_split], tokens[dataset.train_split], stores[dataset.train_split])
         train_state = trainer.fit(pairs, (lambda: evaluate(dataset.val_split)), seed=seed)
     timings["train_s"] = time.perf_counter() - t0
+    if not D.is_main():
+        return None  # the weights are identical on every rank: rank 0 alone tests, measures and records
 
     # -- test: the last epoch, then the checkpoint selected on validation --
     t0 = time.perf_counter()
@@ -232,6 +241,8 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     timings["test_eval_s"] = time.perf_counter() - t0
     if shared is not None:
         log(f"  clip memory: {shared.describe()}")
+    global_batch = min(int(cfg["train"]["batch_size"]),
+                       len(pairs)) if train_state is not None else int(cfg["train"]["batch_size"])
 
     # -- cost --
     t0 = time.perf_counter()
@@ -276,6 +287,11 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
         "training": {"history": train_state.history if train_state else [],
                      "best_epoch": train_state.best_epoch if train_state else None,
                      "config_hash": chash,
+                     # the config's batch_size is the global batch; the world size is not in the config hash
+                     # (a 2-process and a 1-process run of one global batch are the same experiment)
+                     "world_size": D.world_size(), "global_batch": global_batch,
+                     "per_rank_batch": global_batch // D.world_size(),
+                     "gather_backward": (cfg["train"]["gather_backward"] or "official") if D.world_size() > 1 else None,
                      **({"evaluated_checkpoint": evaluated} if evaluated else {})},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "config": cfg,

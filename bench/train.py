@@ -5,6 +5,11 @@ decay, warm-up + cosine, global gradient clipping), precision (fp16 autocast + G
 checkpoints (``last.pt`` every epoch, ``best.pt`` selected on the validation split — never on test) and
 resume. The contrastive loss is computed on *gathered* states, so multi-process (torchrun) training only has
 to initialise the process group: every rank then scores the whole global batch, as the CLIP4Clip lineage does.
+
+Under torchrun (bench/distributed.py) ``train.batch_size`` is the GLOBAL batch (as the official recipes, which
+divide it by n_gpu): every rank draws the same permutation, cuts it into the same global batches and takes its
+own contiguous slice of each (:class:`GlobalBatchSlices`), so the ranks' slices concatenated by rank are the
+single-process batch. Only rank 0 evaluates, logs and writes checkpoints; the others wait at a barrier.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
+from tvr_bench.bench import distributed as D
 from tvr_bench.bench.atomic import atomic_torch_save, failpoint, remove_stale_temps
 from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.optim import build_optimizer, build_scheduler
@@ -44,25 +50,40 @@ def autocast_factory(device: torch.device, precision: str) -> tuple[Callable, bo
 
 
 class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward returns this rank's slice of the gradient (CLIP4Clip's AllGather)."""
+    """all_gather whose backward returns this rank's slice of the gradient (CLIP4Clip's AllGather), times
+    ``scale``."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, scale: float):
         world, rank = dist.get_world_size(), dist.get_rank()
         out = [torch.empty_like(x) for _ in range(world)]
         dist.all_gather(out, x)
-        ctx.rank, ctx.n = rank, x.shape[0]
+        ctx.rank, ctx.n, ctx.scale = rank, x.shape[0], scale
         return torch.cat(out, dim=0)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad[ctx.rank * ctx.n: (ctx.rank + 1) * ctx.n]
+        local = grad[ctx.rank * ctx.n: (ctx.rank + 1) * ctx.n]
+        return (local if ctx.scale == 1 else local * ctx.scale), None
 
 
-def gather_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+#: ``train.gather_backward``: what the gather's backward returns before the ranks' gradients are averaged
+GATHER_BACKWARD = {
+    # CLIP4Clip's AllGather: this rank's slice. Every rank computes the same global loss, so after DDP's
+    # average the encoders train with 1/world of the one-process gradient while the parameters used after
+    # the gather (the logit scale, cross-modal heads) get all of it. The official recipes were trained so.
+    "official": lambda world: 1.0,
+    # the slice times world: the average is then the one-process gradient for every parameter, so a torchrun
+    # run equals a one-process run of the same global batch (tested). A named deviation, off by default.
+    "exact": lambda world: float(world),
+}
+
+
+def gather_state(state: dict[str, torch.Tensor], backward: str | None = None) -> dict[str, torch.Tensor]:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return state
-    return {k: _GatherWithGrad.apply(v.contiguous()) for k, v in state.items()}
+    scale = GATHER_BACKWARD[backward or "official"](dist.get_world_size())
+    return {k: _GatherWithGrad.apply(v.contiguous(), scale) for k, v in state.items()}
 
 
 def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
@@ -132,6 +153,39 @@ def load_checkpoint(path: Path, device: torch.device | str, *, mmap: bool = Fals
         raise unreadable_checkpoint(path, exc, advice) from None
 
 
+class GlobalBatchSlices(Sampler):
+    """This rank's slice of every global batch: the permutation ``gen`` draws (the same on every rank, since
+    ``gen`` is seeded by (seed, epoch) alone) is cut into global batches of ``global_batch`` (incomplete last
+    one dropped), and rank r takes items ``[r*b, (r+1)*b)`` of each, ``b = global_batch // world``."""
+
+    def __init__(self, n: int, global_batch: int, *, rank: int, world: int, generator: torch.Generator):
+        if global_batch % world:
+            raise ConfigError(f"train.batch_size={global_batch} is the global batch and must be divisible by "
+                              f"the number of processes ({world})")
+        self.n, self.global_batch, self.rank, self.world, self.generator = n, global_batch, rank, world, generator
+        self.per_rank = global_batch // world
+
+    def __len__(self) -> int:
+        return self.n // self.global_batch
+
+    def __iter__(self):
+        # the same call DataLoader(shuffle=True, generator=gen) makes, so one process keeps its exact order
+        perm = torch.randperm(self.n, generator=self.generator).tolist()
+        lo = self.rank * self.per_rank
+        for k in range(len(self)):
+            start = k * self.global_batch + lo
+            yield perm[start: start + self.per_rank]
+
+
+def epoch_loader(dataset, global_batch: int, gen: torch.Generator, *, rank: int, world: int,
+                 num_workers: int = 0) -> DataLoader:
+    """This rank's loader for one epoch. ``gen`` also goes to the DataLoader, which draws its workers' base seed
+    from it before the permutation, exactly as ``DataLoader(shuffle=True, generator=gen)`` did: one process
+    sees the same batches as before, bit for bit."""
+    sampler = GlobalBatchSlices(len(dataset), global_batch, rank=rank, world=world, generator=gen)
+    return DataLoader(dataset, batch_sampler=sampler, generator=gen, num_workers=num_workers)
+
+
 class Trainer:
     def __init__(self, method, cfg: dict, *, device: torch.device, ckpt_dir: Path, config_hash: str,
                  log: Callable[[str], None] = print):
@@ -152,6 +206,10 @@ class Trainer:
         if n < 2:
             raise ValueError("training needs at least 2 samples")
         batch = min(batch, n)
+        world = D.world_size()
+        if batch % world:
+            raise ConfigError(f"train.batch_size={batch} is the global batch and must be divisible by the "
+                              f"number of processes ({world})")
         steps_per_epoch = n // batch  # drop_last, as the official loaders
         total = steps_per_epoch * int(tcfg["epochs"])
         if tcfg.get("max_steps"):
@@ -160,7 +218,9 @@ class Trainer:
         scheduler = build_scheduler(optimizer, total, float(tcfg["warmup_proportion"]))
         state = TrainState()
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(self.ckpt_dir)  # a save killed mid-write left its temp file here
+        if D.is_main():  # rank 0 is the only writer; another rank removing its temp would race its save
+            remove_stale_temps(self.ckpt_dir)  # a save killed mid-write left its temp file here
+        D.barrier()
         last = self.ckpt_dir / "last.pt"
         if last.exists():
             ck = load_checkpoint(last, self.device)
@@ -181,8 +241,8 @@ class Trainer:
             epoch = state.epoch
             # the order of epoch e depends only on (seed, e): a resumed run sees the same batches
             gen = torch.Generator().manual_seed(seed * 1000003 + epoch)
-            loader = DataLoader(pair_dataset, batch_size=batch, shuffle=True, drop_last=True, generator=gen,
-                                num_workers=int(tcfg["num_workers"]))
+            loader = epoch_loader(pair_dataset, batch, gen, rank=D.rank(), world=world,
+                                  num_workers=int(tcfg["num_workers"]))
             self.method.train()
             t0 = time.perf_counter()
             sums: dict[str, float] = {}
@@ -203,16 +263,23 @@ class Trainer:
                                      "seconds": round(time.perf_counter() - t0, 3),
                                      **{f"loss_{k}": v / max(seen, 1) for k, v in sums.items()}}
             if evaluate_val is not None and tcfg["select_on"] == "val":
-                val = evaluate_val()
-                d, m = tcfg["select_metric"].split("/")
-                value = float(val[d][m])
-                entry["val"] = {d: val[d]}
-                higher = not m.startswith(("MdR", "MnR"))
-                better = state.best_value is None or (value > state.best_value if higher else value < state.best_value)
-                if better:
-                    state.best_value, state.best_epoch = value, epoch + 1
-                    atomic_torch_save({"model": self.method.state_dict(), "epoch": epoch + 1,
-                                       "config_hash": self.config_hash}, self.ckpt_dir / "best.pt", point="save_best")
+                # rank 0 evaluates alone (the weights are identical on every rank) and decides; the others get
+                # its decision so that their TrainState, saved nowhere but kept consistent, is the same
+                better = False
+                if D.is_main():
+                    val = evaluate_val()
+                    d, m = tcfg["select_metric"].split("/")
+                    value = float(val[d][m])
+                    entry["val"] = {d: val[d]}
+                    higher = not m.startswith(("MdR", "MnR"))
+                    better = state.best_value is None or (value > state.best_value if higher else value < state.best_value)
+                    if better:
+                        state.best_value, state.best_epoch = value, epoch + 1
+                        atomic_torch_save({"model": self.method.state_dict(), "epoch": epoch + 1,
+                                           "config_hash": self.config_hash}, self.ckpt_dir / "best.pt",
+                                          point="save_best")
+                entry["val"], state.best_value, state.best_epoch = D.broadcast_from_main(
+                    (entry.get("val"), state.best_value, state.best_epoch))
             state.epoch = epoch + 1
             state.history.append(entry)
             losses_txt = " ".join(f"{k[5:]}={v:.4f}" for k, v in entry.items() if k.startswith("loss_"))
@@ -221,11 +288,13 @@ class Trainer:
                 d, m = tcfg["select_metric"].split("/")
                 val_txt = f", val {d} {m}={entry['val'][d][m]:.2f}" + (" (best)" if state.best_epoch == epoch + 1 else "")
             self.log(f"epoch {epoch + 1}/{epochs}: {losses_txt} ({entry['seconds']:.1f} s){val_txt}")
-            atomic_torch_save({
-                "model": self.method.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
-                "train_state": state.__dict__, "rng": _rng_state(), "config_hash": self.config_hash,
-            }, last, point="save_last")
+            if D.is_main():
+                atomic_torch_save({
+                    "model": self.method.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+                    "train_state": state.__dict__, "rng": _rng_state(), "config_hash": self.config_hash,
+                }, last, point="save_last")
+            D.barrier()  # no rank runs ahead of a save (or of rank 0's evaluation) another may resume from
         return state
 
     def _step(self, tokens, tmask, frames, vmask, optimizer, scheduler) -> dict[str, float]:
@@ -233,7 +302,8 @@ class Trainer:
         with self.autocast():
             text = self.method.encode_text(tokens.to(dev), tmask.to(dev))
             video = self.method.encode_video(frames.to(dev), vmask.to(dev))
-            text, video = gather_state(text), gather_state(video)
+            mode = self.tcfg.get("gather_backward")
+            text, video = gather_state(text, mode), gather_state(video, mode)
             logits, parts = self.method.score_with_parts(text, video)
             logits = logits.float()
             nce = symmetric_infonce(logits)
@@ -246,12 +316,14 @@ class Trainer:
         params = [p for p in self.method.parameters() if p.requires_grad]
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            D.all_reduce_grads_mean(params)  # an inf on one rank reaches all: every rank skips the same step
             self.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, float(self.tcfg["grad_clip"]))
             self.scaler.step(optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            D.all_reduce_grads_mean(params)
             torch.nn.utils.clip_grad_norm_(params, float(self.tcfg["grad_clip"]))
             optimizer.step()
         scheduler.step()

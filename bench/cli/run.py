@@ -103,6 +103,20 @@ def settings(methods, datasets_, seeds, preset, overrides, config_file, from_rec
 
 
 def execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite, table, quiet):
+    from tvr_bench.bench import distributed as D
+
+    # under torchrun: one process group for the whole invocation; without its environment, nothing changes
+    D.init_from_env()
+    try:
+        _execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite,
+                 table and D.is_main(), quiet or not D.is_main())
+    finally:
+        D.barrier()  # rank 0 tests and writes the records after training; the others wait for it
+        D.cleanup()
+
+
+def _execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite, table, quiet):
+    from tvr_bench.bench import distributed as D
     from tvr_bench.bench.registry import DATASETS, METHODS
     from tvr_bench.bench.runner import run_one
 
@@ -136,7 +150,8 @@ def execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root,
     decoded = DecodedClips()  # every run of this invocation decodes each video once (plan is dataset-major)
     written = []
     for i, (m, d, s) in enumerate(plan, 1):
-        click.echo(f"[{i}/{len(plan)}] {m} / {d} / seed {s}")
+        if not quiet or D.is_main():
+            click.echo(f"[{i}/{len(plan)}] {m} / {d} / seed {s}")
         path = run_one(m, d, s, out_dir=out_dir, preset=preset, overrides=list(overrides), device=device,
                        overwrite=overwrite, log=log, command=[Path(sys.argv[0]).name, *sys.argv[1:]],
                        decoded=decoded)
