@@ -16,6 +16,7 @@ def set_enabled(enabled: bool | None) -> None:
     _enabled = enabled
 
 
-def bar(total: int, desc: str, unit: str) -> tqdm:
+def bar(total: int, desc: str, unit: str, *, show: bool = True) -> tqdm:
+    """``show=False``: never (e.g. torchrun ranks other than 0)."""
     return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True,
-                disable=None if _enabled is None else not _enabled)
+                disable=True if not show else (None if _enabled is None else not _enabled))

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from tvr_bench.bench import distributed as D
+from tvr_bench.bench import progress
 from tvr_bench.bench.atomic import atomic_torch_save, failpoint, remove_stale_temps
 from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.optim import build_optimizer, build_scheduler
@@ -247,6 +248,8 @@ class Trainer:
             t0 = time.perf_counter()
             sums: dict[str, float] = {}
             seen = 0
+            shown = progress.bar(min(len(loader), total - state.step), f"epoch {epoch + 1}/{epochs}", "step",
+                                 show=D.is_main())  # one bar per run: rank 0's
             for tokens, tmask, frames, vmask in loader:
                 if state.step >= total:
                     break
@@ -259,6 +262,9 @@ class Trainer:
                 if tcfg["log_every"] and state.step % int(tcfg["log_every"]) == 0:
                     self.log(f"  epoch {epoch + 1}/{epochs} step {state.step}/{total} "
                              + " ".join(f"{k}={v:.4f}" for k, v in losses.items()))
+                shown.set_postfix(loss=f"{losses['total']:.4f}", refresh=False)
+                shown.update()
+            shown.close()
             entry: dict[str, Any] = {"epoch": epoch + 1, "steps": state.step,
                                      "seconds": round(time.perf_counter() - t0, 3),
                                      **{f"loss_{k}": v / max(seen, 1) for k, v in sums.items()}}
