@@ -187,5 +187,5 @@ def test_cli_compare_published_report(tmp_path):
     res = CliRunner().invoke(main, ["compare", str(runs), str(tmp_path / "eff"), "--published",
                                     "--report", str(tmp_path / "out.md")])
     assert res.exit_code == 0, res.output
-    assert "xpool (published [V]" in res.output
+    assert "xpool published [V]" in res.output  # the terminal view: tag in the row, source in a note
     assert (tmp_path / "out.md").exists() and (tmp_path / "out.png").exists()

@@ -18,8 +18,14 @@ import click
               help="Also test every method against METHOD on the same queries (paired tests, Holm-adjusted).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a Markdown report here and its R@1-vs-FLOPs figure beside it (same name, .png).")
-def compare(paths, csv_path, latex_path, per_seed, published, versus, report_path):
-    """Print a methods x (metrics, cost) table of the run records in PATHS (files or folders)."""
+@click.option("--columns", default="compact", show_default=True,
+              help="compact (T2V R@1/5/10 with intervals, MdR, FLOPs/query, latency), all, or a comma list of "
+                   "column headers.")
+@click.option("--sort", "sort_by", default="T2V R@1", show_default=True,
+              help="Column to sort each dataset's rows by, best first.")
+def compare(paths, csv_path, latex_path, per_seed, published, versus, report_path, columns, sort_by):
+    """Print a methods x (metrics, cost) table of the run records in PATHS (files or folders), sorted by the
+    main metric; the full table with --columns all, --csv or --latex."""
     from tvr_bench.bench.report.compare import comparison_table
     from tvr_bench.bench.report.report import write_report
     from tvr_bench.bench.atomic import atomic_write_text
@@ -27,7 +33,9 @@ def compare(paths, csv_path, latex_path, per_seed, published, versus, report_pat
 
     records = [r for p in paths for r in load_records(p)]
     agg = not per_seed
-    md = comparison_table(records, fmt="markdown", aggregate_seeds=agg, published=published)
+    from tvr_bench.bench.report.compact import compact_table
+
+    md = compact_table(records, columns=columns, sort=sort_by, aggregate_seeds=agg, published=published)
     if versus:
         from tvr_bench.bench.report import uncertainty as U
 
