@@ -25,7 +25,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except BenchError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            from tvr_bench.bench.distributed import speaks
+
+            if speaks():  # under torchrun every rank fails alike: rank 0 says it once
+                click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(exc.exit_code)
         except OSError as exc:  # a path the user gave cannot be read or written: name it, no traceback
             if exc.filename is None:

@@ -87,3 +87,19 @@ def all_reduce_grads_mean(params) -> None:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def speaks() -> bool:
+    """Whether this process prints errors: one process, or rank 0 of a torchrun launch (read from the
+    environment, so it still answers after the process group is torn down)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def check_global_batch(batch: int, key: str) -> None:
+    """Refuse, before any data is read, a global batch the number of processes does not divide."""
+    from tvr_bench.bench.errors import ConfigError
+
+    world = world_size()
+    if batch % world:
+        raise ConfigError(f"{key}={batch} is the global batch and must be divisible by the number of processes "
+                          f"({world})")

@@ -99,3 +99,17 @@ def test_the_official_gather_trains_the_encoders_with_one_over_world_of_the_grad
         torch.testing.assert_close(two[k], want, rtol=1e-4, atol=1e-7)
     (record,) = out.glob("*.json")
     assert json.loads(record.read_text())["training"]["gather_backward"] == "official"
+
+
+def test_a_batch_the_ranks_cannot_share_is_one_line_before_any_data(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                        "-m", "tvr_bench.cli", *ARGS, "--set", "train.batch_size=7", "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0
+    lines = [x for x in (p.stdout + p.stderr).splitlines() if "error: train.batch_size=7" in x]
+    assert len(lines) == 1 and "divisible by the number of processes (2)" in lines[0]  # rank 0 alone says it
+    # no rank's traceback; the one left is torchrun's own report that its children exited non-zero
+    assert (p.stdout + p.stderr).count("Traceback") <= 1 and "ChildFailedError" in p.stderr
+    assert not list(out.glob("**/*.json")) and not list(out.glob("**/*.pt"))

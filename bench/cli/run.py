@@ -140,6 +140,7 @@ def _execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root
         cfg, _ = resolve_config(method_cls=METHODS.get(m), dataset_cls=DATASETS.get(d), preset=preset,
                                 overrides=list(overrides), seed=s, device=device)
         preflight(out_dir, cfg, overwrite=overwrite)
+        D.check_global_batch(cfg["train"]["batch_size"], "train.batch_size")
 
     def log(msg: str) -> None:
         if not quiet or msg.startswith(("->", "==", "skip", "warning")):
