@@ -19,12 +19,21 @@ def launched_by_torchrun() -> bool:
     return all(k in os.environ for k in _ENV)
 
 
-def init_from_env() -> bool:
-    """Initialise the process group from torchrun's environment (idempotent); True when distributed."""
+def init_from_env(device: str = "auto") -> bool:
+    """Initialise the process group from torchrun's environment (idempotent); True when distributed. The
+    backend follows the requested ``--device`` (NCCL for CUDA, gloo for the CPU), not merely whether the
+    machine has a GPU: ``--device cpu`` on a GPU machine trains on the CPU with gloo."""
     if not launched_by_torchrun() or not dist.is_available():
         return False
     if not dist.is_initialized():
-        cuda = torch.cuda.is_available()
+        cuda = torch.cuda.is_available() and not str(device).startswith("cpu")
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+        if cuda and per_node > torch.cuda.device_count():
+            from tvr_bench.bench.errors import ConfigError
+
+            raise ConfigError(f"torchrun starts {per_node} processes on this node but it has "
+                              f"{torch.cuda.device_count()} GPU(s): one GPU per process (NCCL); use "
+                              "--nproc_per_node <= the GPUs, or --device cpu (gloo)")
         if cuda:  # before init: NCCL binds each rank's communicator to its own GPU
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group(backend="nccl" if cuda else "gloo")

@@ -46,7 +46,7 @@ def test_a_global_batch_not_divisible_by_the_world_size_is_refused():
 
 ARGS = ["run", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke", "--set", "train.epochs=1",
         "--set", "train.max_steps=3", "--set", "train.batch_size=8",
-        "--no-table", "--quiet"]
+        "--device", "cpu", "--no-table", "--quiet"]  # gloo on the CPU, also on a machine with a GPU
 
 
 def drive(tmp: Path, name: str, nproc: int | None, *extra: str) -> tuple[Path, list[dict]]:

@@ -106,7 +106,7 @@ def execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root,
     from tvr_bench.bench import distributed as D
 
     # under torchrun: one process group for the whole invocation; without its environment, nothing changes
-    D.init_from_env()
+    D.init_from_env(device)
     try:
         _execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite,
                  table and D.is_main(), quiet or not D.is_main())
