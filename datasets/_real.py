@@ -157,10 +157,16 @@ class RootIndex:
         self.root = root
         self.by_name: dict[str, list[Path]] = {}
         self.by_stem: dict[str, dict[str, list[Path]]] = {}
+        # folders named like a video ("video11.mp4/"): never taken as the video, but named when it is missing
+        self.video_dirs: dict[str, Path] = {}
         root_depth = len(root.parts)
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
             here = Path(dirpath)
             depth = len(here.parts) - root_depth
+            for d in dirnames:
+                stem, dot, ext = d.rpartition(".")
+                if dot and ext.lower() in VIDEO_EXTENSIONS:
+                    self.video_dirs.setdefault(stem, here / d)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < max_depth else []
             for name in sorted(filenames):
                 if name.startswith("."):
@@ -319,9 +325,12 @@ class RealDataset(DatasetPlugin):
         paths = {vid: self.index.video(vid) for vid in ann.video_ids}
         missing = [vid for vid, path in paths.items() if path is None]
         if missing and not self.allow_missing:
+            folders = [f"{self.index.video_dirs[v]} is a directory, not a video file"
+                       for v in missing if v in self.index.video_dirs]
             raise DataError(
                 f"{self.info.name}/{split}: {len(missing)} of {len(ann.video_ids)} videos not found under "
-                f"{self.root}: {format_list(missing, LIST_LIMIT)}. Run `bench data verify --dataset "
+                f"{self.root}: {format_list(missing, LIST_LIMIT)}"
+                f"{' (' + '; '.join(folders[:LIST_LIMIT]) + ')' if folders else ''}. Run `bench data verify --dataset "
                 f"{self.info.name} --root {self.root}` for the full list; set data.allow_missing=true to run on "
                 "the videos present (the run record then marks the protocol as reduced)")
         videos = [VideoItem(vid, path if path is not None else self.root / ".missing" / vid)
