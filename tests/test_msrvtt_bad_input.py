@@ -149,7 +149,10 @@ CASES: dict[str, tuple[Callable[[Path], None], tuple[str, ...] | None]] = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_msrvtt_input_is_a_complete_run_or_one_line(tmp_path, clean, case):
-    damage, needles = CASES[case]
+    _check(tmp_path, clean, *CASES[case])
+
+
+def _check(tmp_path: Path, clean: Path, damage: Callable[[Path], None], needles: tuple[str, ...] | None) -> None:
     root = tmp_path / "root"
     shutil.copytree(clean, root)
     damage(root)
@@ -172,3 +175,31 @@ def test_bad_msrvtt_input_is_a_complete_run_or_one_line(tmp_path, clean, case):
     assert records == [], "an error run wrote a record"
     leftovers = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
     assert leftovers == [], leftovers
+
+
+# the official layout: the train/val archive as published, the test JSON, the collaborative-experts lists
+def _zip_without_member(root: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(root / "train_val_annotation.zip", "w") as zf:
+        zf.writestr("readme.txt", "no annotation inside")
+
+
+OFFICIAL_CASES: dict[str, tuple[Callable[[Path], None], tuple[str, ...] | None]] = {
+    "zip corrupt": (lambda r: _truncate(r, "train_val_annotation.zip"), ("train_val_annotation.zip",)),
+    "zip without its json": (_zip_without_member, ("train_val_annotation.zip",)),
+    "test json truncated": (lambda r: _truncate(r, "test_videodatainfo.json"), ("test_videodatainfo.json",)),
+    "train list unknown video": (lambda r: _edit_text(r, "lists/train_list_jsfusion.txt", lambda t: t + "\nvideo97"),
+                                 ("video97",)),
+    "train list empty": (lambda r: (r / "lists/train_list_jsfusion.txt").write_text(""), ("train_list_jsfusion.txt",)),
+}
+
+
+@pytest.fixture(scope="module")
+def clean_official(tmp_path_factory) -> Path:
+    return _rf().build_msrvtt(tmp_path_factory.mktemp("msrvtt") / "clean", "official")
+
+
+@pytest.mark.parametrize("case", list(OFFICIAL_CASES))
+def test_bad_official_layout_is_a_complete_run_or_one_line(tmp_path, clean_official, case):
+    _check(tmp_path, clean_official, *OFFICIAL_CASES[case])
