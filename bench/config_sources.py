@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from tvr_bench.bench.errors import ConfigError
+from tvr_bench.bench.errors import ConfigError, read_user_text
 
 #: One override: the ``key=value`` text and where it came from (named in error messages).
 Override = tuple[str, str]
@@ -44,12 +44,7 @@ def config_file_overrides(path: str | Path) -> list[Override]:
     (``train.lr: 1e-4``)."""
     path = Path(path)
     origin = f"--config {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--config {path}: cannot read it ({exc})") from None
+    text = read_user_text(path, ConfigError, origin, "file")
     try:
         tree = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class BenchError(Exception):
@@ -50,3 +51,13 @@ def did_you_mean(name: str, choices: Iterable[str], *, n: int = 3, cutoff: float
     of every unknown-name message (methods, datasets, presets, config keys, models, option values)."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=cutoff)
     return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def read_user_text(path: Path, error: type[BenchError], prefix: str, what: str) -> str:
+    """``path`` as UTF-8 text, or ``error`` with one line: ``<prefix>: <what> not found`` / ``cannot read``."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{prefix}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{prefix}: cannot read {what} ({exc})") from None

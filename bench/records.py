@@ -18,10 +18,10 @@ import numbers
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from tvr_bench.bench.atomic import atomic_write_text
-from tvr_bench.bench.errors import RecordError
+from tvr_bench.bench.errors import RecordError, read_user_text
 from tvr_bench.bench.record_model import SCHEMA_VERSION, record_problems
 
 __all__ = [
@@ -99,6 +99,23 @@ def record_key(rec: dict) -> tuple[str, str, int, str]:
     return (rec["method"], rec["dataset"], int(rec["seed"]), rec["kind"])
 
 
+def index_records(records: Sequence[dict], where: Callable[[int], str]) -> dict[tuple, dict]:
+    """Validate ``records`` and key them by :func:`record_key`, in order; the first invalid or repeated record
+    is a :class:`RecordError` prefixed with ``where(i)`` (its place, e.g. ``baseline.json: records[3]``)."""
+    out: dict[tuple, dict] = {}
+    first: dict[tuple, int] = {}
+    for i, rec in enumerate(records):
+        try:
+            validate_record(rec)
+        except RecordError as e:
+            raise RecordError(f"{where(i)}: {e}") from None
+        key = record_key(rec)
+        if key in out:
+            raise RecordError(f"{where(i)}: duplicate record {record_label(rec)} (also at index {first[key]})")
+        out[key], first[key] = rec, i
+    return out
+
+
 def validate_record(rec: dict) -> dict:
     """Return ``rec`` unchanged if it follows the schema; otherwise raise :class:`RecordError`.
 
@@ -172,12 +189,7 @@ def write_record(rec: dict, out_dir: str | os.PathLike) -> Path:
 def load_record(path: str | os.PathLike) -> dict:
     """Read and validate one record; :class:`RecordError` names the file on any problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecordError(f"{path}: run record not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecordError(f"{path}: cannot read run record: {e}") from e
+    text = read_user_text(path, RecordError, str(path), "run record")
     try:
         rec = json.loads(text)
     except json.JSONDecodeError as e:

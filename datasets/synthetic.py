@@ -13,23 +13,8 @@ annotation file and videos that decode to the same frames. Random streams are de
 per video (``SeedSequence([seed, split, video, purpose])``), so a split's videos do not depend on the
 sizes of the other splits.
 
-Layout under ``root``::
-
-    videos/<split>/<video_id>.mp4
-    annotations.json          written atomically and last: no annotations.json = incomplete
-
-``annotations.json``::
-
-    {"name": "synthetic", "format_version": 1, "generator_version": 1,
-     "params": {...all generator arguments...},
-     "fingerprint": sha256 hex of the canonical JSON of {"generator_version", "params"},
-     "vocabulary": {"shapes": [...], "colours": [...], "motions": [...], "backgrounds": [...]},
-     "splits": {"train"|"val"|"test": {
-         "videos": [{"id", "file" (relative to the annotation file's folder), "n_seconds", "n_frames",
-                     "fps", "events": [{"shape", "colour", "motion", "background"}, ...],
-                     "copied_from": null | {"video_id", "event_pairs": [[index here, index there], ...]},
-                     "shares_events_with": [ids of same-split videos holding an identical event]}],
-         "captions": [{"id", "video_id", "text", "event_indices": [...], "ambiguous": bool}]}}}
+Layout under ``root``: ``videos/<split>/<video_id>.mp4`` and ``annotations.json``, written atomically and last
+(no ``annotations.json`` = incomplete); the annotation file's fields are listed in docs/protocols.md.
 
 A caption is ``ambiguous`` only when no event subset of its video avoids being wholly contained in
 another video of the split (practically never); the generator prefers subsets that are not.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -130,6 +131,21 @@ def _open(path: Path):
     return container
 
 
+@contextmanager
+def _decoding(path: Path) -> Iterator:
+    """The opened container of ``path``, closed after use; a decoder failure inside is a VideoError naming it."""
+    av = _av()
+    container = _open(path)
+    try:
+        yield container
+    except VideoError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoError(f"cannot decode video {path}: {exc}") from exc
+    finally:
+        container.close()
+
+
 def _stream_fps(stream) -> float | None:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
@@ -186,9 +202,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     """
     path = Path(path)
     _check_file(path)
-    av = _av()
-    container = _open(path)
-    try:
+    with _decoding(path) as container:
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
         if fps is None:
@@ -212,12 +226,6 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             width=int(first.width),
             height=int(first.height),
         )
-    except VideoError:
-        raise
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise VideoError(f"cannot decode video {path}: {exc}") from exc
-    finally:
-        container.close()
 
 
 def _decode_indices(path: Path, indices: list[int]) -> tuple[dict[int, np.ndarray], int, bool]:
@@ -226,13 +234,11 @@ def _decode_indices(path: Path, indices: list[int]) -> tuple[dict[int, np.ndarra
     Returns (frames by index, number of frames decoded, whether the stream ended before the last
     wanted index).
     """
-    av = _av()
     wanted = set(indices)
     last = max(indices)
     kept: dict[int, np.ndarray] = {}
     decoded = 0
-    container = _open(path)
-    try:
+    with _decoding(path) as container:
         stream = container.streams.video[0]
         for frame in _iter_frames(container, stream, path):
             if decoded in wanted:
@@ -241,12 +247,6 @@ def _decode_indices(path: Path, indices: list[int]) -> tuple[dict[int, np.ndarra
             if decoded > last:
                 return kept, decoded, False
         return kept, decoded, True
-    except VideoError:
-        raise
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise VideoError(f"cannot decode video {path}: {exc}") from exc
-    finally:
-        container.close()
 
 
 def load_frames(path: str | os.PathLike, max_frames: int, sample_fps: float = 1.0) -> np.ndarray:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from tvr_bench.bench.errors import ConfigError, RecordError
-from tvr_bench.bench.records import DIRECTIONS, RANK_METRICS, load_records, record_key, record_label, validate_record
+from tvr_bench.bench.errors import ConfigError, RecordError, read_user_text
+from tvr_bench.bench.records import DIRECTIONS, RANK_METRICS, index_records, load_records
 from tvr_bench.bench.report.tolerance import DEFAULT_TOLERANCES, Tolerance, coerce_tolerances
 
 __all__ = ["Baseline", "load_baseline", "build_baseline"]
@@ -39,14 +39,11 @@ def load_baseline(path: str | os.PathLike) -> Baseline:
     p = Path(path)
     if p.is_dir():
         return Baseline(load_records(p))
+    text = read_user_text(p, RecordError, str(p), "baseline")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecordError(f"{p}: baseline not found") from None
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise RecordError(f"{p}: baseline is not valid JSON: {e}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecordError(f"{p}: cannot read baseline: {e}") from e
 
     tolerances: dict[str, Tolerance | None] = {}
     method_tolerances: dict[str, dict[str, Tolerance | None]] = {}
@@ -82,19 +79,7 @@ def load_baseline(path: str | os.PathLike) -> Baseline:
         raise RecordError(f"{p}: baseline must be a record, a list of records or {{'records': [...]}}")
 
     paired = not (isinstance(data, dict) and data.get("judge") == "tolerance")
-    records: list[dict] = []
-    seen: dict[tuple, int] = {}
-    for i, rec in enumerate(items):
-        loc = f"{p}" if where is None else f"{p}: {where}[{i}]"
-        try:
-            validate_record(rec)
-        except RecordError as e:
-            raise RecordError(f"{loc}: {e}") from None
-        key = record_key(rec)
-        if key in seen:
-            raise RecordError(f"{loc}: duplicate record {record_label(rec)} (also at index {seen[key]})")
-        seen[key] = i
-        records.append(rec)
+    records = list(index_records(items, lambda i: f"{p}" if where is None else f"{p}: {where}[{i}]").values())
     return Baseline(records, tolerances, method_tolerances, paired)
 
 

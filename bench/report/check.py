@@ -37,14 +37,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from tvr_bench.bench.errors import RecordError, RegressionError
+from tvr_bench.bench.errors import RegressionError
 from tvr_bench.bench.records import (
     DIRECTIONS,
     RANK_METRICS,
     flatten_record,
+    index_records,
     record_key,
-    record_label,
-    validate_record,
 )
 from tvr_bench.bench.report.tolerance import (
     COST_METRICS,
@@ -181,17 +180,7 @@ class CheckReport:
 
 
 def _index(records: Sequence[dict], side: str) -> dict[tuple, dict]:
-    out: dict[tuple, dict] = {}
-    for i, rec in enumerate(records):
-        try:
-            validate_record(rec)
-        except RecordError as e:
-            raise RecordError(f"{side} record #{i}: {e}") from None
-        key = record_key(rec)
-        if key in out:
-            raise RecordError(f"{side} records: duplicate {record_label(rec)}")
-        out[key] = rec
-    return out
+    return index_records(records, lambda i: f"{side} record #{i}")
 
 
 def _verdict(tol: Tolerance, base: float, cur: float) -> str:
