@@ -202,7 +202,8 @@ def load_record(path: str | os.PathLike) -> dict:
         raise err from None
 
 
-def _skipped(rel: Path) -> bool:
+def skipped_in_folder(rel: Path) -> bool:
+    """Whether a path relative to a records folder is left out (a part named `_...` or `.`: temps, notes)."""
     return any(part.startswith((".", "_")) for part in rel.parts)
 
 
@@ -221,7 +222,7 @@ def load_records(path_or_dir: str | os.PathLike) -> list[dict]:
     records: list[dict] = []
     seen: dict[tuple, Path] = {}
     for f in sorted(p.rglob("*.json")):
-        if not f.is_file() or _skipped(f.relative_to(p)):
+        if not f.is_file() or skipped_in_folder(f.relative_to(p)):
             continue
         rec = load_record(f)
         key = record_key(rec)

@@ -127,7 +127,10 @@ def _execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root
 
         overrides = (*overrides, root_override(root, dataset_names))
     seeds = list(seeds) or [0]
-    plan = [(m, d, s) for d in dataset_names for m in method_names for s in seeds]
+    from tvr_bench.bench.sweep import expand
+
+    points = expand(overrides)  # --set k=a,b,c: one point per value (the product over swept keys)
+    plan = [(pt, m, d, s) for pt in points for d in dataset_names for m in method_names for s in seeds]
     # resolve every config first: a bad --set key fails before any work starts
     from tvr_bench.bench.config import resolve_config
     from tvr_bench.bench.runner import preflight, resolve_device
@@ -136,10 +139,10 @@ def _execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root
 
     progress.set_enabled(False if quiet else None)  # bars only on a terminal, never with --quiet
     device = str(resolve_device(device))
-    for m, d, s in plan:  # ... and a stale record, an unwritable --out or a damaged checkpoint too
+    for pt, m, d, s in plan:  # ... and a stale record, an unwritable --out or a damaged checkpoint too
         cfg, _ = resolve_config(method_cls=METHODS.get(m), dataset_cls=DATASETS.get(d), preset=preset,
-                                overrides=list(overrides), seed=s, device=device)
-        preflight(out_dir, cfg, overwrite=overwrite)
+                                overrides=list(pt.overrides), seed=s, device=device)
+        preflight(pt.out_dir(out_dir), cfg, overwrite=overwrite)
         D.check_global_batch(cfg["train"]["batch_size"], "train.batch_size")
 
     def log(msg: str) -> None:
@@ -150,10 +153,11 @@ def _execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root
 
     decoded = DecodedClips()  # every run of this invocation decodes each video once (plan is dataset-major)
     written = []
-    for i, (m, d, s) in enumerate(plan, 1):
+    for i, (pt, m, d, s) in enumerate(plan, 1):
         if not quiet or D.is_main():
-            click.echo(f"[{i}/{len(plan)}] {m} / {d} / seed {s}")
-        path = run_one(m, d, s, out_dir=out_dir, preset=preset, overrides=list(overrides), device=device,
+            click.echo(f"[{i}/{len(plan)}] {m} / {d} / seed {s}" + (f" / {pt.label}" if pt.settings else ""))
+        path = run_one(m, d, s, out_dir=pt.out_dir(out_dir), preset=preset, overrides=list(pt.overrides),
+                       device=device,
                        overwrite=overwrite, log=log, command=[Path(sys.argv[0]).name, *sys.argv[1:]],
                        decoded=decoded)
         if path:
@@ -162,6 +166,11 @@ def _execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root
         from tvr_bench.bench.report.compare import comparison_table
         from tvr_bench.bench.records import load_record, record_filename
 
-        recs = [load_record(out_dir / record_filename(m, d, s)) for m, d, s in plan]
+        recs = [load_record(pt.out_dir(out_dir) / record_filename(m, d, s)) for pt, m, d, s in plan]
         click.echo("")
-        click.echo(comparison_table(recs, fmt="markdown"))
+        if len(points) > 1:
+            from tvr_bench.bench.report.sweep import sweep_table
+
+            click.echo(sweep_table(recs, [k for k, _ in points[0].settings]))
+        else:
+            click.echo(comparison_table(recs, fmt="markdown"))
