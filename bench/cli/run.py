@@ -110,8 +110,10 @@ def execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root,
     try:
         _execute(methods, datasets_, seeds, overrides, preset, out_dir, device, root, overwrite,
                  table and D.is_main(), quiet or not D.is_main())
+        # rank 0 tests and writes the records after training; the others wait for it. Only on success: a rank
+        # that failed alone must exit (torchrun then stops the others), not wait in a barrier they never reach
+        D.barrier()
     finally:
-        D.barrier()  # rank 0 tests and writes the records after training; the others wait for it
         D.cleanup()
 
 

@@ -241,13 +241,16 @@ class FrameStore:
             self.memory = shared if shared is not None else ClipMemory(memory_budget)
             self.memory.resize(memory_budget)
         self.n_cached = self.n_decoded = 0
+        self._keys: dict[str, tuple] = {}  # clip-memory key per video: one stat per video and run, not per read
 
     def _decoded(self, video_id: str):
         """A decoded clip, from the clip memory when it holds it: a uint8 crop, or (frames, mask) tensors."""
         path = self.paths[video_id]
         key = None
         if self.memory is not None:
-            key = DecodedClips.key(path, self.max_frames, self.sample_fps, self.prep)
+            key = self._keys.get(video_id)
+            if key is None:
+                key = self._keys[video_id] = DecodedClips.key(path, self.max_frames, self.sample_fps, self.prep)
             item = self.memory.get(key)
             if item is not None:
                 return item
