@@ -1,5 +1,5 @@
 """`bench compare` with published numbers, reduced-protocol marks, efficiency records, the FLOP comparison and the
-R@1-vs-FLOPs report (tvr_bench.bench.report.compare, tvr_bench.bench.report.plot)."""
+R@1-vs-FLOPs report (tvr_bench.bench.report.compare, tvr_bench.bench.report.figures)."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def test_write_report_writes_markdown_and_png(tmp_path):
     assert png_path == tmp_path / "rep" / "out.png"
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png_path.stat().st_size > 5000
     text = md_path.read_text()
-    assert "![R@1 vs FLOPs per query](out.png)" in text
+    assert "![T2V R@1 against query-time cost](out.png)" in text  # FLOPs and latency panels
     assert "## Efficiency at paper shapes" in text and "≈9,000*" in text  # skipped size shown as extrapolated
     assert "published [V] GLSCL Tab. I" in text and "measured here" in text
     assert "## FLOPs of the similarity head" in text

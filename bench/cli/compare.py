@@ -49,13 +49,9 @@ def compare(paths, csv_path, latex_path, per_seed, published, versus, report_pat
     for path, text in outputs:
         atomic_write_text(path, text)
     if report_path:
-        import json
+        from tvr_bench.bench.report.report_data import read_not_applicable
 
-        not_applicable = {}  # `bench efficiency` lists methods that refuse a dataset's shapes beside its records
-        for p in paths:
-            na_file = p / "_not_applicable.json"
-            if p.is_dir() and na_file.is_file():
-                not_applicable.update(json.loads(na_file.read_text()))
+        not_applicable = read_not_applicable(paths)
         md_file, png_file = write_report(records, report_path, published=published, aggregate_seeds=agg,
                                          command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                                          not_applicable=not_applicable)

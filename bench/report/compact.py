@@ -40,6 +40,32 @@ def _tight(text: str, keep_interval: bool) -> str:
     return core + ("*" if bold else "")
 
 
+def lower_is_better(header: str) -> bool:
+    """Ranks and costs: lower is better; R@K and RSum: higher."""
+    return any(k in header for k in _LOWER_BETTER)
+
+
+def row_order(table, means_rows: list[dict], sort_col: str) -> tuple[list[list[int]], list[int]]:
+    """The rows of ``_display``'s table in blocks (a measured row and its published rows), and the row order:
+    datasets as they come, blocks sorted best first by ``sort_col`` within each, rows without a value last.
+    The terminal table and the HTML/Markdown report share it."""
+    blocks: list[list[int]] = []
+    for i, label in enumerate(table["Method"]):
+        if " (published [" in label and blocks:
+            blocks[-1].append(i)
+        else:
+            blocks.append([i])
+    lower = lower_is_better(sort_col)
+    datasets = list(dict.fromkeys(table["Dataset"]))
+
+    def key(block: list[int]):
+        v = means_rows[block[0]].get(sort_col)
+        missing = v is None
+        return (datasets.index(table.at[block[0], "Dataset"]), missing, 0 if missing else (v if lower else -v))
+
+    return blocks, [i for b in sorted(blocks, key=key) for i in b]
+
+
 def compact_table(records, *, columns: str = "compact", sort: str = DEFAULT_SORT, aggregate_seeds: bool = True,
                   published: bool = False) -> str:
     """Markdown of the chosen ``columns`` ("compact", "all" or a comma list of headers), rows of each dataset
@@ -56,22 +82,8 @@ def compact_table(records, *, columns: str = "compact", sort: str = DEFAULT_SORT
     else:
         wanted = COMPACT if columns.strip().lower() == "compact" else [c.strip() for c in columns.split(",") if c.strip()]
         chosen = list(dict.fromkeys(_resolve(c, headers, "--columns") for c in wanted))
-    # rows in blocks (a measured row and its published rows), blocks sorted within each dataset
-    blocks: list[list[int]] = []
-    for i, label in enumerate(table["Method"]):
-        if " (published [" in label and blocks:
-            blocks[-1].append(i)
-        else:
-            blocks.append([i])
-    lower = any(k in sort_col for k in _LOWER_BETTER)
+    blocks, order = row_order(table, means_rows, sort_col)
     datasets = list(dict.fromkeys(table["Dataset"]))
-
-    def key(block: list[int]):
-        v = means_rows[block[0]].get(sort_col)
-        missing = v is None
-        return (datasets.index(table.at[block[0], "Dataset"]), missing, 0 if missing else (v if lower else -v))
-
-    order = [i for b in sorted(blocks, key=key) for i in b]
     shown = ["Method", *chosen]
     if "n_seeds" in table.columns and set(table.loc[[b[0] for b in blocks], "n_seeds"]) != {"1"}:
         shown.insert(1, "n_seeds")

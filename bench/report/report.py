@@ -1,6 +1,7 @@
-"""The Markdown report of ``bench compare --report``: the comparison table, the efficiency tables of ``bench
-efficiency`` records, the counted-vs-analytic-vs-published FLOP comparison and the R@1-vs-FLOPs-per-query
-figure (``bench/report/plot.py``)."""
+"""The Markdown report of ``bench compare --report`` (rendered by ``templates/report.md.j2`` from the data of
+``report_data.py``, which ``bench report``'s HTML page shares), and the pieces both reports show: the
+counted-vs-analytic-vs-published FLOP comparison and the points of the accuracy-cost figure
+(``figures.py``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Iterable, Sequence
 from tvr_bench.bench.atomic import atomic_write_text
 from tvr_bench.bench.errors import BenchError
 from tvr_bench.bench.report import uncertainty as U
-from tvr_bench.bench.report.compare import _FORMATS, REDUCED_MARK, _prepare, _reduced, comparison_table
+from tvr_bench.bench.report.compare import _FORMATS, REDUCED_MARK, _reduced, comparison_table
 
-__all__ = ["flops_comparison", "plot_points", "write_report", "write_comparison", "FLOP_GAP_NOTES"]
+__all__ = ["flops_comparison", "other_published_costs", "plot_points", "write_report", "write_comparison",
+           "FLOP_GAP_NOTES"]
 
 _EXT = {"markdown": "md", "csv": "csv", "latex": "tex"}
 
@@ -132,7 +134,7 @@ def flops_comparison(records: Iterable[dict]) -> str:
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
 
 
-def _other_published_costs() -> str:
+def other_published_costs() -> str:
     from tvr_bench.bench.report.published import PUBLISHED_COSTS
 
     rows = [c for c in PUBLISHED_COSTS if "1k x 1k" not in c.quantity]
@@ -156,15 +158,20 @@ def plot_points(records: Iterable[dict], *, published: bool = False) -> list[dic
     mean over its run/cost records. y: T2V R@1 measured here (mean over the run records' seeds), and with
     ``published`` the published T2V R@1 (tags V/S/P; the default configuration's row when there is one).
     """
+    from tvr_bench.bench.records import latency_scalar
     from tvr_bench.bench.report.published import published_for
 
     recs = list(records)
     reduced = _reduced(recs)
     x: dict[tuple[str, str], tuple[float, int | None, str]] = {}
     acc: dict[tuple[str, str], list[float]] = {}
+    lat: dict[tuple[str, str], tuple[float, str]] = {}  # latency at the same gallery as x, efficiency first
     for r in recs:
         key = (r["dataset"], r["method"])
         f = (r.get("cost") or {}).get("flops") or {}
+        ms = latency_scalar((r.get("cost") or {}).get("latency_ms"))
+        if ms is not None and (r["kind"] == "efficiency" or lat.get(key, (0, ""))[1] != "efficiency"):
+            lat[key] = (ms, r["kind"])
         if r["kind"] == "efficiency" and isinstance(f.get("per_query"), (int, float)):
             x[key] = (float(f["per_query"]), f.get("gallery_size"), "efficiency")
         elif key not in x or x[key][2] != "efficiency":
@@ -180,7 +187,8 @@ def plot_points(records: Iterable[dict], *, published: bool = False) -> list[dic
             mark = f" {REDUCED_MARK}" if (ds, m) in reduced else ""
             points.append({"dataset": ds, "method": m, "flops": flops, "r1": sum(vals) / len(vals),
                            "source": "measured", "label": m + mark, "gallery": gallery, "x_from": xsrc,
-                           "n_seeds": len(vals), "r1_ci": cis[(ds, m)]["t2v_R@1"] if (ds, m) in cis else None})
+                           "n_seeds": len(vals), "r1_ci": cis[(ds, m)]["t2v_R@1"] if (ds, m) in cis else None,
+                           "latency_ms": lat.get((ds, m), (None,))[0]})
         if published:
             rows = [p for p in published_for(m, ds) if "R@1" in p.t2v]
             rows.sort(key=lambda p: p.variant != "")  # the default configuration first
@@ -188,6 +196,7 @@ def plot_points(records: Iterable[dict], *, published: bool = False) -> list[dic
                 p = rows[0]
                 points.append({"dataset": ds, "method": m, "flops": flops, "r1": p.t2v["R@1"], "source": "published",
                                "label": f"{m} [{p.tag}]", "gallery": gallery, "x_from": xsrc,
+                               "latency_ms": lat.get((ds, m), (None,))[0],
                                "provenance": f"[{p.tag}] {p.source}" + (f"; {p.variant}" if p.variant else "")})
     return points
 
@@ -200,50 +209,32 @@ def plot_points(records: Iterable[dict], *, published: bool = False) -> list[dic
 def write_report(records: Iterable[dict], md_path: str | os.PathLike, *, published: bool = False,
                  aggregate_seeds: bool = True, command: str | None = None,
                  not_applicable: dict[str, str] | None = None) -> tuple[Path, Path]:
-    """Write ``md_path`` (Markdown) and the figure beside it (same stem, ``.png``); return both paths.
+    """Write ``md_path`` (Markdown, ``templates/report.md.j2``) and the accuracy-cost figure beside it (same
+    stem, ``.png``); return both paths.
 
+    The Markdown is rendered from the same data as ``bench report``'s HTML page (``report_data.py``).
     ``not_applicable`` ("method/dataset" -> reason, from ``bench efficiency``'s ``_not_applicable.json``) is
-    listed under the efficiency tables.
-
-    Everything is rendered before anything is written; the PNG is written first so the report never points
-    at a missing figure.
+    listed under the efficiency tables. Everything is rendered before anything is written; the PNG is written
+    first so the report never points at a missing figure.
     """
-    from tvr_bench.bench.report.efficiency_table import efficiency_table
-    from tvr_bench.bench.report.plot import plot_r1_vs_flops
+    from tvr_bench.bench.atomic import atomic_write_bytes
+    from tvr_bench.bench.report import figures as F
+    from tvr_bench.bench.report.render import render_markdown
+    from tvr_bench.bench.report.report_data import report_data
 
-    recs = _prepare(records)
+    recs = list(records)
+    data = report_data(recs, published=published, aggregate_seeds=aggregate_seeds, command=command,
+                       not_applicable=not_applicable)
     md_path = Path(md_path)
     png_path = md_path.with_suffix(".png")
-    table = comparison_table(recs, fmt="markdown", aggregate_seeds=aggregate_seeds, published=published)
-    parts = ["# Comparison report", ""]
-    if command:
-        parts += [f"Generated by `{command}` from {len(recs)} record(s).", ""]
-    parts += ["## Accuracy and query-time cost", "", table]
-    eff = [r for r in recs if r["kind"] == "efficiency"]
-    if eff:
-        parts += ["## Efficiency at paper shapes (`bench efficiency`)", "", efficiency_table(eff, not_applicable)]
-    parts += ["## FLOPs of the similarity head: counted, analytic, published", "", flops_comparison(recs)]
-    other = _other_published_costs()
-    if other:
-        parts += ["Other published cost figures (not comparable with FLOP counts; shown for reference):", "", other]
-    points = plot_points(recs, published=published)
-    parts += ["## T2V R@1 against query-time FLOPs per query", "", f"![R@1 vs FLOPs per query]({png_path.name})", ""]
-    if points:
-        parts += ["| dataset | method | R@1 [95 % CI] | source | FLOPs per query | FLOPs from |",
-                  "|---|---|---|---|---|---|"]
-        for p in points:
-            src = "measured here" + (f" (mean of {p['n_seeds']} seeds)" if p.get("n_seeds", 1) > 1 else "") \
-                if p["source"] == "measured" else f"published {p['provenance']}"
-            xfrom = ("efficiency record (paper shapes)" if p["x_from"] == "efficiency" else "the run's own cost")
-            r1 = f"{p['r1']:.1f}" + (f" [{p['r1_ci'][0]:.1f}, {p['r1_ci'][1]:.1f}]" if p.get("r1_ci") else "")
-            parts.append(f"| {p['dataset']} | {p['label']} | {r1} | {src} | {p['flops'] / 1e9:.4g} G | {xfrom} |")
-        parts.append("")
-    else:
-        parts += ["No (dataset, method) has both an R@1 (measured, or published with `--published`) and a FLOPs "
-                  "count: the figure is empty.", ""]
-    text = "\n".join(parts)
-    title = ("T2V R@1 vs query-time FLOPs per query (filled: measured here, bars: 95 % CI; hollow: published, "
-             "tag in brackets)")
-    plot_r1_vs_flops(points, png_path, title=title)
+    styles = F.method_styles([r["method"] for r in recs])
+    fig = F.accuracy_cost(data["points"], styles) or F.empty_figure("no point has both an R@1 and a cost")
+    try:
+        png = F.to_bytes(fig, "png", salt="accuracy_vs_cost")
+    finally:
+        F.close(fig)
+    figure = {"name": "accuracy_vs_cost", "title": "T2V R@1 against query-time cost"}
+    text = render_markdown(dict(data, figures=[figure], figure_link=lambda f: png_path.name))
+    atomic_write_bytes(png_path, png)
     atomic_write_text(md_path, text)
     return md_path, png_path
