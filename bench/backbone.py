@@ -165,6 +165,9 @@ class Backbone(nn.Module):
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """frames [B, F, 3, S, S] -> per-frame CLS embeddings [B, F, D] (fp32)."""
         b, f = frames.shape[:2]
+        # in the inputs' dtype of the patch convolution: fp16 under train.precision=fp16-clip, as the official
+        # encode_image casts the image to the model's dtype
+        frames = frames.to(self.clip.visual.conv1.weight.dtype)
         out = self.clip.encode_image(frames.reshape(b * f, *frames.shape[2:]))
         return out.float().reshape(b, f, -1)
 

@@ -19,6 +19,7 @@ import yaml
 from tvr_bench.bench.backbone import architecture
 from tvr_bench.bench.config_schema import SECTIONS, check_section, coerce_raw, method_options_model
 from tvr_bench.bench.errors import ConfigError, did_you_mean
+from tvr_bench.bench.precision import PRECISIONS, official_precision
 
 HARNESS_DEFAULTS: dict[str, Any] = {
     "backbone": {"name": "tvr-tiny", "pretrained": None},
@@ -49,7 +50,9 @@ HARNESS_DEFAULTS: dict[str, Any] = {
         "warmup_proportion": 0.1,
         "grad_clip": 1.0,
         "optimizer": "bertadam",  # or "adamw"
-        "precision": "auto",  # auto: AMP (fp16 autocast) on CUDA, fp32 on CPU; or "fp32" / "amp"
+        # auto: AMP (fp16 autocast) on CUDA, fp32 on CPU; or "fp32", "amp", "fp16-clip" (the official recipe:
+        # CLIP's weights in fp16, bench/precision.py; what --preset official uses on CUDA)
+        "precision": "auto",
         "num_workers": 0,
         "select_on": "val",  # best checkpoint chosen on this split (never "test")
         "select_metric": "t2v/R@1",
@@ -61,9 +64,10 @@ HARNESS_DEFAULTS: dict[str, Any] = {
     },
     # chunk_size None: the scoring block is sized from memory_budget (bytes or '2GB'; None = 2 GiB on CPU, a
     # quarter of free GPU memory on CUDA) and the method's score_pair_bytes; an int forces that block side
-    # checkpoint: a tvr-bench checkpoint (best.pt / last.pt) to evaluate with train.epochs=0 (`bench eval`)
+    # checkpoint: a checkpoint to evaluate with train.epochs=0 (`bench eval`): a tvr-bench best.pt / last.pt or a
+    # state dict saved by the method's official code; checkpoint_format: auto, tvr-bench or official
     "eval": {"batch_size": 64, "chunk_size": None, "memory_budget": None, "tie_policy": "pessimistic",
-             "checkpoint": None},
+             "checkpoint": None, "checkpoint_format": "auto"},
     "cost": {
         "enabled": True,
         "flops_block": [4, 8],  # (texts, videos) of the block whose FLOPs are divided per pair
@@ -183,6 +187,9 @@ def resolve_config(
             raise ConfigError(f"--preset official: method {method_cls.info.name!r} has no official recipe for "
                               f"dataset {dataset_cls.info.name!r} (it has recipes for: {known})")
         cfg = deep_merge(cfg, recipe, strict=True)
+        # the lineage's fp16 CLIP weights on CUDA; fp32 on a CPU (bench/precision.py says why)
+        if "precision" not in recipe.get("train", {}):
+            cfg["train"]["precision"] = official_precision(device)
     else:
         preset_cfg = copy.deepcopy(PRESETS[preset])
         # a preset's data.<dataset> section (smoke: data.synthetic) applies only to that dataset
@@ -238,7 +245,7 @@ def validate_config(cfg: dict) -> None:
         raise ConfigError("train.select_on='test' is refused: checkpoints are selected on a validation split")
     if t["select_on"] not in ("val", "last"):
         raise ConfigError(f"train.select_on must be 'val' or 'last', got {t['select_on']!r}")
-    if t["precision"] not in ("auto", "fp32", "amp"):
-        raise ConfigError(f"train.precision must be auto, fp32 or amp, got {t['precision']!r}")
+    if t["precision"] not in PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {t['precision']!r}")
     if e["tie_policy"] not in ("pessimistic", "optimistic", "mean"):
         raise ConfigError(f"eval.tie_policy must be pessimistic, optimistic or mean, got {e['tie_policy']!r}")

@@ -46,7 +46,7 @@ class TrainCfg(_Section):
     warmup_proportion: float = Field(ge=0, le=1)
     grad_clip: Optional[float] = Field(default=None, ge=0)
     optimizer: Literal["bertadam", "adamw"]
-    precision: Literal["auto", "fp32", "amp"]
+    precision: Literal["auto", "fp32", "amp", "fp16-clip"]
     num_workers: int = Field(ge=0)
     select_on: Literal["val", "last"]
     select_metric: str
@@ -69,6 +69,7 @@ class EvalCfg(_Section):
     memory_budget: Optional[Union[int, str]] = None  # bytes or '2GB'; parsed by bench.evaluate.parse_bytes
     tie_policy: Literal["pessimistic", "optimistic", "mean"]
     checkpoint: Optional[str] = None
+    checkpoint_format: Literal["auto", "tvr-bench", "official"] = "auto"
 
 
 class CostCfg(_Section):

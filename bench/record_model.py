@@ -198,8 +198,30 @@ class Efficiency(_Open):
     latency: EfficiencyLatency
 
 
+class Precision(_Open):
+    """``train.precision`` and what it resolved to on the run's device (bench/precision.py)."""
+
+    setting: Literal["auto", "fp32", "amp", "fp16-clip"]
+    used: Literal["fp32", "amp", "fp16-clip"]
+    note: Optional[StrictStr] = None
+
+
+class EvaluatedCheckpoint(_Open):
+    """The file ``bench eval --checkpoint`` evaluated."""
+
+    path: NonEmpty
+    sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+    format: Literal["tvr-bench", "official"] = Field(
+        default="tvr-bench", description="a tvr-bench best.pt/last.pt, or a state dict saved by the method's "
+                                         "official code (mapped by bench/checkpoints/official.py)")
+    official_family: Optional[StrictStr] = None
+
+
 class Training(_Open):
     """How the run was trained; the multi-process facts default to a single process (older records)."""
+
+    precision: Optional[Precision] = Field(default=None, description="absent in records older than the field")
+    evaluated_checkpoint: Optional[EvaluatedCheckpoint] = None
 
     world_size: Annotated[StrictInt, Field(ge=1, description="processes (torchrun ranks) that trained")] = 1
     global_batch: Optional[Annotated[StrictInt, Field(ge=1, description="batch scored per step, all ranks")]] = None

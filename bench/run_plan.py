@@ -32,6 +32,7 @@ RESULT_NEUTRAL_KEYS = frozenset({
     "train.log_every",      # console output only
     "eval.chunk_size",      # scoring block size: every pair's score is computed independently of the block
     "eval.memory_budget",   # the same, expressed in bytes
+    "eval.checkpoint_format",  # how the file is read; the record names the format it had
     "run.preset",           # the effective values are compared, not how they were requested
     "run.overrides",
 })
@@ -135,17 +136,14 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-EVAL_ADVICE = "point eval.checkpoint (bench eval --checkpoint) at a best.pt or last.pt that tvr-bench wrote"
-
-
-def read_eval_checkpoint(path: str | Path, device="cpu", *, mmap: bool = True) -> dict:
-    """The checkpoint ``bench eval --checkpoint`` evaluates: readable, weights-only, a tvr-bench checkpoint."""
+def read_eval_checkpoint(path: str | Path, device="cpu", *, mmap: bool = True, fmt: str = "auto"):
+    """The weights ``bench eval --checkpoint`` evaluates (a ``bench.checkpoints.loading.Weights``): the file is
+    readable, weights-only, and a tvr-bench checkpoint or an official state dict as ``fmt`` asks."""
+    from tvr_bench.bench.checkpoints.loading import EVAL_ADVICE, read_weights
     from tvr_bench.bench.train import load_checkpoint
 
     ck = load_checkpoint(Path(path), device, mmap=mmap, advice=EVAL_ADVICE)
-    if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict):
-        raise ConfigError(f"eval.checkpoint: {path} is not a tvr-bench checkpoint (no model entry); {EVAL_ADVICE}")
-    return ck
+    return read_weights(ck, path, fmt)
 
 
 def check_checkpoints(ckpt_dir: Path) -> None:

@@ -20,6 +20,8 @@ import tvr_bench.bench.cost as C
 from tvr_bench.bench import distributed as D
 from tvr_bench.bench import provenance
 from tvr_bench.bench.backbone import build_backbone, check_pretrained_file
+from tvr_bench.bench.checkpoints.loading import load_weights
+from tvr_bench.bench.checkpoints.official import FAMILIES
 from tvr_bench.bench.config import resolve_config
 from tvr_bench.bench.data.pipeline import DecodedClips, FrameStore, PairDataset, preflight_videos, tokenize_captions
 from tvr_bench.bench.errors import ConfigError
@@ -32,7 +34,8 @@ from tvr_bench.bench.registry import DATASETS, METHODS
 from tvr_bench.bench.run_plan import (RESULT_NEUTRAL_KEYS, Planned, check_checkpoints, check_out_dir, file_sha256,
                                       plan_run, read_eval_checkpoint)
 from tvr_bench.bench.units import parse_bytes
-from tvr_bench.bench.train import Trainer, autocast_factory, load_checkpoint, seed_everything
+from tvr_bench.bench.precision import apply_precision, autocast_factory, resolve_precision
+from tvr_bench.bench.train import Trainer, load_checkpoint, seed_everything
 
 
 def default_cache_dir() -> Path:
@@ -108,7 +111,7 @@ def preflight(out_dir: Path, cfg: dict, *, overwrite: bool) -> Planned:
     check_out_dir(Path(out_dir))
     check_pretrained_file(cfg["backbone"]["pretrained"])
     if cfg["eval"]["checkpoint"] is not None:
-        read_eval_checkpoint(cfg["eval"]["checkpoint"])
+        read_eval_checkpoint(cfg["eval"]["checkpoint"], fmt=cfg["eval"]["checkpoint_format"])
     planned = plan_run(Path(out_dir), cfg, overwrite=overwrite)
     if planned.action == "run" and not overwrite:
         r = cfg["run"]
@@ -116,23 +119,44 @@ def preflight(out_dir: Path, cfg: dict, *, overwrite: bool) -> Planned:
     return planned
 
 
-def load_eval_checkpoint(method, path: str | None, device) -> dict | None:
-    """Load ``eval.checkpoint``'s weights into ``method`` (strict); what the record says about it."""
+def load_eval_checkpoint(method, method_name: str, path: str | None, device, fmt: str = "auto",
+                         log: Callable[[str], None] = print) -> dict | None:
+    """Load ``eval.checkpoint``'s weights into ``method`` (strict; official names mapped, tensors cast to the
+    model's dtype); what the record says about it."""
     if path is None:
         return None
-    ck = read_eval_checkpoint(path, device, mmap=False)
-    missing, unexpected = method.state_dict().keys() - ck["model"].keys(), ck["model"].keys() - method.state_dict().keys()
-    if missing or unexpected:
-        def few(keys):
-            return ", ".join(sorted(keys)[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
-        raise ConfigError(f"eval.checkpoint: {path} was not written for this method and config "
-                          f"(missing: {few(missing) or 'none'}; unexpected: {few(unexpected) or 'none'})")
-    try:
-        method.load_state_dict(ck["model"])
-    except RuntimeError as exc:  # shapes: another backbone or another max_frames / max_words
-        raise ConfigError(f"eval.checkpoint: {path} does not fit this method and config "
-                          f"({str(exc).splitlines()[-1].strip()})") from None
-    return {"path": str(path), "sha256": file_sha256(path), "epoch": ck.get("epoch"), "config_hash": ck.get("config_hash")}
+    weights = read_eval_checkpoint(path, device, mmap=False, fmt=fmt)
+    load_weights(method, method_name, weights, path)
+    out = {"path": str(path), "sha256": file_sha256(path), "format": weights.format}
+    if weights.format == "official":
+        out["official_family"] = FAMILIES[method_name].code
+        if weights.ignored:
+            out["ignored_entries"] = weights.ignored
+            log(f"  eval.checkpoint: {path}: entries other than the weights ignored: {', '.join(weights.ignored)}")
+    else:
+        out.update(epoch=weights.epoch, config_hash=weights.config_hash)
+    return out
+
+
+def checkpoint_origin(evaluated: dict) -> str:
+    if evaluated["format"] == "official":
+        return f"saved by the official {evaluated['official_family']} code"
+    return f"epoch {evaluated['epoch']}"
+
+
+def precision_block(cfg: dict, device: torch.device, preset: str) -> dict:
+    """What the record says about precision: the setting, what it resolved to on this device, and why when the
+    harness chose it (``auto``, or ``--preset official`` keeping fp32 on a CPU)."""
+    setting = cfg["train"]["precision"]
+    used = resolve_precision(setting, device)
+    out = {"setting": setting, "used": used}
+    if setting == "auto":
+        out["note"] = f"auto on {device.type}: {used}"
+    elif preset == "official" and "train.precision" not in cfg["run"]["overrides"]:
+        out["note"] = ("official recipe: CLIP weights in fp16 (CLIP4Clip's convert_weights)" if used == "fp16-clip"
+                       else f"official recipe on {device.type}: fp32 (the official fp16 CLIP weights are a CUDA "
+                            "setting)")
+    return out
 
 
 def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, preset: str = "default",
@@ -187,7 +211,10 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
         log(f"  warning: {dataset_name}/{r['split']} reduced: {r['missing_videos']} video(s) dropped "
             f"(data.allow_missing), {r['used']['videos']} of {r['expected']['videos']} used")
     method = method_cls(backbone, cfg["method"], max_frames=d["max_frames"], max_words=d["max_words"]).to(dev)
-    evaluated = load_eval_checkpoint(method, cfg["eval"]["checkpoint"], dev)
+    evaluated = load_eval_checkpoint(method, method_name, cfg["eval"]["checkpoint"], dev,
+                                     cfg["eval"]["checkpoint_format"], log)
+    precision = precision_block(cfg, dev, preset)
+    apply_precision(method, precision["used"])  # after loading: a checkpoint is read in the model's fp32
     tokens = {name: tokenize_captions(s, backbone, d["max_words"], d["text_overflow"]) for name, s in splits.items()}
     clip_budget = parse_bytes(d["memory_cache_budget"], "data.memory_cache_budget")
     shared = decoded.for_dataset(dataset_name) if decoded is not None else None
@@ -196,7 +223,7 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     stores = {name: FrameStore(s, backbone.preprocess, d["max_frames"], d["sample_fps"], d["memory_cache"],
                                cache=frames, shared=shared, memory_budget=clip_budget)
               for name, s in splits.items()}
-    autocast, _ = autocast_factory(dev, cfg["train"]["precision"])
+    autocast, _ = autocast_factory(dev, precision["used"])
     e = cfg["eval"]
 
     def evaluate(split_name: str) -> dict:
@@ -225,7 +252,7 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     t0 = time.perf_counter()
     last_result = evaluate(dataset.test_split)
     selection = "last epoch" if train_state is not None else (
-        f"checkpoint {evaluated['path']} (epoch {evaluated['epoch']}), no training" if evaluated
+        f"checkpoint {evaluated['path']} ({checkpoint_origin(evaluated)}), no training" if evaluated
         else "no training: the backbone's weights and the method's initialisation (zero-shot)")
     best_path = ckpt_dir / "best.pt"
     if train_state is not None and cfg["train"]["select_on"] == "val" and best_path.exists():
@@ -287,6 +314,7 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
         "training": {"history": train_state.history if train_state else [],
                      "best_epoch": train_state.best_epoch if train_state else None,
                      "config_hash": chash,
+                     "precision": precision,
                      # the config's batch_size is the global batch; the world size is not in the config hash
                      # (a 2-process and a 1-process run of one global batch are the same experiment)
                      "world_size": D.world_size(), "global_batch": global_batch,

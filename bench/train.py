@@ -1,7 +1,7 @@
 """The one training loop every method runs through.
 
 The harness owns data order, optimisation (BertAdam, separate backbone/new-module learning rates, weight
-decay, warm-up + cosine, global gradient clipping), precision (fp16 autocast + GradScaler on CUDA), seeding,
+decay, warm-up + cosine, global gradient clipping), precision (``train.precision``, bench/precision.py: fp32, AMP, or the official fp16 CLIP weights), seeding,
 checkpoints (``last.pt`` every epoch, ``best.pt`` selected on the validation split — never on test) and
 resume. The contrastive loss is computed on *gathered* states, so multi-process (torchrun) training only has
 to initialise the process group: every rank then scores the whole global batch, as the CLIP4Clip lineage does.
@@ -14,7 +14,6 @@ single-process batch. Only rank 0 evaluates, logs and writes checkpoints; the ot
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 import random
 import time
@@ -33,21 +32,13 @@ from tvr_bench.bench import progress
 from tvr_bench.bench.atomic import atomic_torch_save, failpoint, remove_stale_temps
 from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.optim import build_optimizer, build_scheduler
+from tvr_bench.bench.precision import autocast_factory  # noqa: F401  (re-exported: callers import it from here)
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def autocast_factory(device: torch.device, precision: str) -> tuple[Callable, bool]:
-    use_amp = precision == "amp" or (precision == "auto" and device.type == "cuda")
-    if use_amp and device.type != "cuda":
-        raise ValueError("train.precision=amp needs a CUDA device")
-    if use_amp:
-        return (lambda: torch.autocast("cuda", dtype=torch.float16)), True
-    return contextlib.nullcontext, False
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -58,10 +58,14 @@ def run(methods, datasets_, seeds, overrides, config_file, from_record, preset, 
 
 @click.command(name="eval")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A tvr-bench checkpoint (best.pt / last.pt of a run) to evaluate; without it the backbone's "
-                   "weights and the method's initialisation are evaluated (zero-shot).")
+              help="A checkpoint to evaluate: a tvr-bench best.pt / last.pt, or a state dict saved by the method's "
+                   "official code (GLCCL, X-CLIP, CLIP4Clip meanP/seqTransf/tightTransf); without it the "
+                   "backbone's weights and the method's initialisation are evaluated (zero-shot).")
+@click.option("--checkpoint-format", "checkpoint_format", type=click.Choice(["auto", "tvr-bench", "official"]),
+              default=None, help="How to read --checkpoint (default auto: a tvr-bench checkpoint when it has "
+                                 "tvr-bench's entries, else an official state dict).")
 @_common
-def evaluate(checkpoint, methods, datasets_, seeds, overrides, config_file, from_record, preset, out_dir, device,
+def evaluate(checkpoint, checkpoint_format, methods, datasets_, seeds, overrides, config_file, from_record, preset, out_dir, device,
              root, overwrite, table, quiet):
     """Evaluate without training (train.epochs=0): zero-shot, or a trained checkpoint; one normal record each."""
     import json
@@ -71,6 +75,10 @@ def evaluate(checkpoint, methods, datasets_, seeds, overrides, config_file, from
     extra = ["train.epochs=0"]
     if checkpoint is not None:
         extra.append(f"eval.checkpoint={json.dumps(str(checkpoint.expanduser().absolute()))}")
+    if checkpoint_format is not None:
+        if checkpoint is None:
+            raise click.UsageError("--checkpoint-format needs --checkpoint.")
+        extra.append(f"eval.checkpoint_format={checkpoint_format}")
     execute(methods, datasets_, seeds, (*overrides, *extra), preset, out_dir, device, root, overwrite, table, quiet)
 
 
