@@ -103,6 +103,10 @@ def official_shapes(method: str, d: int, words: int, frames: int, context: int) 
     return {"frame_position_embeddings.weight": (context, d)} if method == "seqtransf" else {}
 
 
+# the official CLIP uses QuickGELU (module_clip.py); tvr-tiny's twin with it, as ViT-B-32-quickgelu is ViT-B-32's
+QUICKGELU = "backbone.name=tvr-tiny-quickgelu"
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("cache")
@@ -124,7 +128,8 @@ def smoke_method(name: str):
     from tvr_bench.bench.registry import DATASETS, METHODS
 
     cls = METHODS.get(name)
-    cfg, _ = resolve_config(method_cls=cls, dataset_cls=DATASETS.get("synthetic"), preset="smoke")
+    cfg, _ = resolve_config(method_cls=cls, dataset_cls=DATASETS.get("synthetic"), preset="smoke",
+                            overrides=[QUICKGELU])
     backbone = build_backbone(cfg["backbone"]["name"], cfg["backbone"]["pretrained"], log=lambda m: None)
     method = cls(backbone, cfg["method"], max_frames=cfg["data"]["max_frames"], max_words=cfg["data"]["max_words"])
     gen = torch.Generator().manual_seed(7)
@@ -151,9 +156,10 @@ def save_native(method, path):
     torch.save({"model": method.state_dict(), "epoch": 3, "config_hash": "0123456789abcdef"}, path)
 
 
-def bench_eval(name: str, ckpt, out, *extra):
+def bench_eval(name: str, ckpt, out, *extra, backbone=QUICKGELU):
     return CliRunner().invoke(main, ["eval", "--method", name, "--dataset", "synthetic", "--preset", "smoke",
-                                     "--checkpoint", str(ckpt), "--out", str(out), "--quiet", "--no-table", *extra])
+                                     "--set", backbone, "--checkpoint", str(ckpt), "--out", str(out), "--quiet",
+                                     "--no-table", *extra])
 
 
 @pytest.mark.parametrize("name", ["meanp", "seqtransf", "tighttransf", "xclip", "glccl"])
@@ -211,7 +217,7 @@ def load_zero_shot(name, tmp_path):
     from tvr_bench.bench.records import load_record
 
     res = CliRunner().invoke(main, ["eval", "--method", name, "--dataset", "synthetic", "--preset", "smoke",
-                                    "--out", str(tmp_path / "z"), "--quiet", "--no-table"])
+                                    "--set", QUICKGELU, "--out", str(tmp_path / "z"), "--quiet", "--no-table"])
     assert res.exit_code == 0, res.output
     return load_record(tmp_path / "z" / f"{name}__synthetic__seed0.json")
 
@@ -259,9 +265,12 @@ def test_formats_are_detected_and_contradictions_refused(tmp_path, cache):
         read_weights({"epoch": 3, "optimizer_state_dict": {}}, "f", "auto")  # CLIP4Clip's pytorch_opt.bin.N
     # through the CLI: a method with no official mapping, and the flag without a checkpoint
     torch.save(official, tmp_path / "o.bin")
-    res = CliRunner().invoke(main, ["eval", "--method", "xpool", "--dataset", "synthetic", "--preset", "smoke",
-                                    "--checkpoint", str(tmp_path / "o.bin"), "--out", str(tmp_path / "x")])
+    res = bench_eval("xpool", tmp_path / "o.bin", tmp_path / "x")
     assert res.exit_code == 2 and "no official name mapping for method 'xpool'" in res.output, res.output
+    # the same file into a GELU backbone: refused, since the official CLIP is QuickGELU
+    res = bench_eval("meanp", tmp_path / "o.bin", tmp_path / "x", backbone="backbone.name=tvr-tiny")
+    assert res.exit_code == 2 and "uses QuickGELU" in res.output, res.output
+    assert not (tmp_path / "x").exists() or not list((tmp_path / "x").glob("*.json"))
     res = CliRunner().invoke(main, ["eval", "--method", "meanp", "--dataset", "synthetic", "--checkpoint-format",
                                     "official", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "--checkpoint-format needs --checkpoint" in res.output

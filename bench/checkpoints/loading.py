@@ -109,6 +109,10 @@ def load_weights(method: nn.Module, method_name: str, weights: Weights, path) ->
     label = (lambda k: to_official(k, family) or k) if official else (lambda k: k)  # the file's names
     if official:
         state = official_to_native(weights, method_name, own, path)
+        if not method.backbone.spec.quick_gelu:  # a GELU backbone would score these weights wrongly, silently
+            raise ConfigError(f"eval.checkpoint: {path} was saved by the official code, whose CLIP uses QuickGELU "
+                              f"(CLIP4Clip's module_clip.py); backbone {method.backbone.spec.name} is built with "
+                              "GELU: choose its -quickgelu twin (e.g. backbone.name=ViT-B-32-quickgelu)")
     else:
         state = weights.state
         missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
