@@ -1,7 +1,8 @@
 """The one training loop every method runs through.
 
 The harness owns data order, optimisation (BertAdam, separate backbone/new-module learning rates, weight
-decay, warm-up + cosine, global gradient clipping), precision (``train.precision``, bench/precision.py: fp32, AMP, or the official fp16 CLIP weights), seeding,
+decay, warm-up + cosine, global gradient clipping), precision (``train.precision``, bench/precision.py: fp32,
+AMP, or the official fp16 CLIP weights), seeding,
 checkpoints (``last.pt`` every epoch, ``best.pt`` selected on the validation split — never on test) and
 resume. The contrastive loss is computed on *gathered* states, so multi-process (torchrun) training only has
 to initialise the process group: every rank then scores the whole global batch, as the CLIP4Clip lineage does.

@@ -285,4 +285,5 @@ def test_a_shape_mismatch_names_the_official_key(tmp_path, cache):
     res = bench_eval("xclip", tmp_path / "bad.bin", tmp_path / "out")
     assert res.exit_code == 2, res.output
     lines = _error_lines(res.output)
-    assert len(lines) == 1 and f"frame_logit_weight [{frames - 1}, {frames - 1}] vs [{frames}, {frames}]" in lines[0], res.output
+    named = f"frame_logit_weight [{frames - 1}, {frames - 1}] vs [{frames}, {frames}]"
+    assert len(lines) == 1 and named in lines[0], res.output

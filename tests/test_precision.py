@@ -99,7 +99,8 @@ def test_a_training_step_under_fp16_clip_runs_on_cpu_and_is_recorded(tmp_path, m
     rec = load_record(tmp_path / "out" / "seqtransf__synthetic__seed0.json")
     assert rec["training"]["precision"] == {"setting": "fp16-clip", "used": "fp16-clip"}
     assert rec["training"]["history"][0]["steps"] == 2 and rec["config"]["train"]["precision"] == "fp16-clip"
-    model = load_checkpoint(tmp_path / "out" / "checkpoints" / "seqtransf__synthetic__seed0" / "last.pt", "cpu")["model"]
+    last = tmp_path / "out" / "checkpoints" / "seqtransf__synthetic__seed0" / "last.pt"
+    model = load_checkpoint(last, "cpu")["model"]
     conv = model["backbone.clip.visual.conv1.weight"]
     assert conv.dtype == torch.float16 and model["temporal.blocks.0.attn.in_proj_weight"].dtype == torch.float32
     from tvr_bench.bench.backbone import build_backbone

@@ -65,8 +65,8 @@ def run(methods, datasets_, seeds, overrides, config_file, from_record, preset, 
               default=None, help="How to read --checkpoint (default auto: a tvr-bench checkpoint when it has "
                                  "tvr-bench's entries, else an official state dict).")
 @_common
-def evaluate(checkpoint, checkpoint_format, methods, datasets_, seeds, overrides, config_file, from_record, preset, out_dir, device,
-             root, overwrite, table, quiet):
+def evaluate(checkpoint, checkpoint_format, methods, datasets_, seeds, overrides, config_file, from_record, preset,
+             out_dir, device, root, overwrite, table, quiet):
     """Evaluate without training (train.epochs=0): zero-shot, or a trained checkpoint; one normal record each."""
     import json
 
