@@ -200,35 +200,53 @@ def _shapes(records: list[dict]) -> dict[str, str]:
             for r in records if r.get("kind") == "efficiency"}
 
 
+def _gallery_figure(records: list[dict], curves: dict, styles: dict[str, dict], draw: Callable, ylabel: str,
+                    legend: list, *, per_axis: Callable | None = None):
+    """One panel per dataset of ``curves`` ({dataset: {method: data}}), ``draw(ax, data, style)`` per method and
+    ``per_axis(ax)`` once per panel, the method legend with ``legend``'s extra entries below the panels."""
+    shapes = _shapes(records)
+    fig, axes = _gallery_axes(len(curves))
+    for ax, ds in zip(axes, sorted_datasets(curves)):
+        for m, data in sorted(curves[ds].items()):
+            draw(ax, data, styles[m])
+        if per_axis is not None:
+            per_axis(ax)
+        _finish_gallery_axes(ax, ds, shapes.get(ds, ""), ylabel)
+    _method_legend(fig, styles, legend, ncol=6)
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
+    return fig
+
+
+def _draw_latency(ax, pts: list[dict], s: dict) -> None:
+    meas = [p for p in pts if p["measured"]]
+    extra = [p for p in pts if not p["measured"]]
+    if meas:
+        ax.plot([p["n"] for p in meas], [p["value"] for p in meas], color=s["color"], marker=s["marker"],
+                markersize=5, linewidth=1.2)
+    if extra:  # the dashed part starts at the last measured size so the curve stays one line
+        link = meas[-1:] + extra
+        ax.plot([p["n"] for p in link], [p["value"] for p in link], color=s["color"], linestyle="--", linewidth=1)
+        ax.plot([p["n"] for p in extra], [p["value"] for p in extra], color=s["color"], marker=s["marker"],
+                markersize=5, markerfacecolor="white", linestyle="none")
+
+
 def latency_gallery(records: list[dict], styles: dict[str, dict]):
     from matplotlib.lines import Line2D
 
     curves = latency_curves(records)
     if not curves:
         return None
-    shapes = _shapes(records)
-    fig, axes = _gallery_axes(len(curves))
-    for ax, ds in zip(axes, sorted_datasets(curves)):
-        for m, pts in sorted(curves[ds].items()):
-            s = styles[m]
-            meas = [p for p in pts if p["measured"]]
-            extra = [p for p in pts if not p["measured"]]
-            if meas:
-                ax.plot([p["n"] for p in meas], [p["value"] for p in meas], color=s["color"], marker=s["marker"],
-                        markersize=5, linewidth=1.2)
-            if extra:  # the dashed part starts at the last measured size so the curve stays one line
-                link = meas[-1:] + extra
-                ax.plot([p["n"] for p in link], [p["value"] for p in link], color=s["color"], linestyle="--",
-                        linewidth=1)
-                ax.plot([p["n"] for p in extra], [p["value"] for p in extra], color=s["color"], marker=s["marker"],
-                        markersize=5, markerfacecolor="white", linestyle="none")
-        _finish_gallery_axes(ax, ds, shapes.get(ds, ""), "latency of one query (ms)")
     legend = [Line2D([], [], color="0.3", marker="o", markersize=5, label="measured (median)"),
               Line2D([], [], color="0.3", marker="o", markersize=5, markerfacecolor="white", linestyle="--",
                      label="extrapolated, linear in N (over the time budget)")]
-    _method_legend(fig, styles, legend, ncol=6)
-    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
-    return fig
+    return _gallery_figure(records, curves, styles, _draw_latency, "latency of one query (ms)", legend)
+
+
+def _draw_memory(ax, c: dict, s: dict) -> None:
+    ax.plot([p["n"] for p in c["curve"]], [p["value"] / MiB for p in c["curve"]], color=s["color"],
+            marker=s["marker"], markersize=5, markerfacecolor="white", linestyle="--", linewidth=1)
+    n, peak = c["measured"]
+    ax.plot([n], [peak / MiB], color=s["color"], marker=s["marker"], markersize=7, linestyle="none")
 
 
 def memory_gallery(records: list[dict], styles: dict[str, dict]):
@@ -237,25 +255,13 @@ def memory_gallery(records: list[dict], styles: dict[str, dict]):
     curves = memory_curves(records)
     if not curves:
         return None
-    shapes = _shapes(records)
-    fig, axes = _gallery_axes(len(curves))
-    for ax, ds in zip(axes, sorted_datasets(curves)):
-        for m, c in sorted(curves[ds].items()):
-            s = styles[m]
-            ax.plot([p["n"] for p in c["curve"]], [p["value"] / MiB for p in c["curve"]], color=s["color"],
-                    marker=s["marker"], markersize=5, markerfacecolor="white", linestyle="--", linewidth=1)
-            n, peak = c["measured"]
-            ax.plot([n], [peak / MiB], color=s["color"], marker=s["marker"], markersize=7, linestyle="none")
-        ax.axhline(4e9 / MiB, color="0.5", linewidth=0.8, linestyle=":")
-        _finish_gallery_axes(ax, ds, shapes.get(ds, ""), "memory (MiB)")
     legend = [Line2D([], [], color="0.3", marker="o", markersize=7, linestyle="none",
                      label="measured: peak RSS, full protocol matrix"),
               Line2D([], [], color="0.3", marker="o", markersize=5, markerfacecolor="white", linestyle="--",
                      label="computed: one query's tensors (gallery states + scores + chunk)"),
               Line2D([], [], color="0.5", linestyle=":", label="4 GB")]
-    _method_legend(fig, styles, legend, ncol=6)
-    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
-    return fig
+    return _gallery_figure(records, curves, styles, _draw_memory, "memory (MiB)", legend,
+                           per_axis=lambda ax: ax.axhline(4e9 / MiB, color="0.5", linewidth=0.8, linestyle=":"))
 
 
 #: (name, title, drawer(records, points, styles)) of the report's figures, in page order
