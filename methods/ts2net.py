@@ -241,7 +241,14 @@ class TS2Net(RetrievalMethod):
         k1 = int(self.options["topk"]) + 1
         perturbed = self.training or self.options["eval_topk"] == "perturbed"
         selected = self.visual_token_selector(tokens.reshape(b * f, t, d), perturbed=perturbed)
-        selected = selected.reshape(b, f * k1, d)  # frame-major: CLS_f, then its K patches
+        return self.video_from_selected(selected.reshape(b, f * k1, d), mask)  # frame-major: CLS_f, its K patches
+
+    def video_from_selected(self, selected: torch.Tensor, mask: torch.Tensor) -> State:
+        """selected [B, F(K+1), D] (frame-major CLS_f + its K selected patches), mask [B, F] -> offline state.
+
+        The step after the (random) token selection, on its own so that a benchmark can feed both sides the same
+        selected tokens."""
+        k1 = int(self.options["topk"]) + 1
         if self.options["fix_token_mask"]:
             token_mask = mask.repeat_interleave(k1, dim=1)
         else:
