@@ -141,30 +141,43 @@ class DRL(RetrievalMethod):
 
     # ---- per pair ----------------------------------------------------------------------------------------
     def _token_sims(self, text: State, video: State) -> torch.Tensor:
-        """S [N_t, N_v, L, F]: cosines with padded rows/columns set to 0 (official) or -inf (strict option)."""
-        sims = torch.einsum("tld,vfd->tvlf", text["w_hat"], video["z_hat"])
+        """S [N_t, L, N_v, F] (the layout of one [N_t L, D] x [D, N_v F] GEMM, no permuted copy): cosines with
+        padded rows/columns 0 (official) or -inf (strict option).
+
+        Official zeros: the padded words and frames are zeroed *before* the product, which gives exactly the
+        0 the official mask multiplication gives (0 * x summed), without a masked copy of S."""
         tm, vm = text["text_mask"].bool(), video["video_mask"].bool()
-        valid = tm[:, None, :, None] & vm[None, :, None, :]
-        fill = float("-inf") if self.options["max_over_valid_only"] else 0.0
-        return sims.masked_fill(~valid, fill)
+        w, z = text["w_hat"], video["z_hat"]
+        if not self.options["max_over_valid_only"]:
+            w, z = w * tm[..., None].to(w.dtype), z * vm[..., None].to(z.dtype)
+        n_t, n_w, d = w.shape
+        n_v, n_f, _ = z.shape
+        sims = (w.reshape(n_t * n_w, d) @ z.reshape(n_v * n_f, d).t()).view(n_t, n_w, n_v, n_f)
+        if self.options["max_over_valid_only"]:
+            valid = tm[:, :, None, None] & vm[None, None, :, :]
+            sims = sims.masked_fill(~valid, float("-inf"))
+        return sims
 
     def score_with_parts(self, text: State, video: State):
-        sims = self._token_sims(text, video)
+        sims = self._token_sims(text, video)  # [t, l, v, f]
         tm, vm = text["text_mask"].bool(), video["video_mask"].bool()
-        # a padded word's row (a padded frame's column) contributes nothing: zero it (it is -inf when strict)
-        t2v_max = sims.max(dim=-1).values.masked_fill(~tm[:, None, :], 0.0)  # [t, v, l] best frame per word
-        v2t_max = sims.max(dim=-2).values.masked_fill(~vm[None, :, :], 0.0)  # [t, v, f] best word per frame
+        # a padded word's row (a padded frame's column) contributes nothing: it is 0 (official) or -inf (strict)
+        t2v_max = sims.max(dim=-1).values  # [t, l, v] best frame per word
+        v2t_max = sims.max(dim=1).values  # [t, v, f] best word per frame
+        if self.options["max_over_valid_only"]:
+            t2v_max = t2v_max.masked_fill(~tm[:, :, None], 0.0)
+            v2t_max = v2t_max.masked_fill(~vm[None, :, :], 0.0)
         if self.options["interaction"] == "wti":
-            t2v = torch.einsum("tvl,tl->tv", t2v_max, text["text_weight"])
+            t2v = torch.einsum("tlv,tl->tv", t2v_max, text["text_weight"])
             v2t = torch.einsum("tvf,vf->tv", v2t_max, video["video_weight"])
         else:
-            t2v = t2v_max.sum(-1) / tm.sum(-1).to(sims.dtype)[:, None]
+            t2v = t2v_max.sum(1) / tm.sum(-1).to(sims.dtype)[:, None]
             v2t = v2t_max.sum(-1) / vm.sum(-1).to(sims.dtype)[None, :]
         logits = self.backbone.logit_scale() * (t2v + v2t) / 2
         parts: dict[str, torch.Tensor] = {}
-        if self.training and int(self.options["cdcr"]) and sims.shape[0] == sims.shape[1]:
+        if self.training and int(self.options["cdcr"]) and sims.shape[0] == sims.shape[2]:
             # CDCR needs the positive pairs' matrices (for the argmax) and the features they index
-            parts = {"pos_sims": torch.diagonal(sims, dim1=0, dim2=1).permute(2, 0, 1).detach(),
+            parts = {"pos_sims": torch.diagonal(sims, dim1=0, dim2=2).permute(2, 0, 1).detach(),
                      "w_hat": text["w_hat"], "z_hat": video["z_hat"],
                      "text_mask": text["text_mask"], "video_mask": video["video_mask"]}
             if self.options["interaction"] == "wti":
