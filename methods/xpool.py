@@ -15,7 +15,17 @@ torch defaults. Extra parameters 5(D^2 + D) + 3 * 2D = 1,316,352 at D = 512.
 
 Stages: LN1(Z), K and V are text-independent and computed offline in ``video_from_frames``; LN1(t) and q per
 query in ``encode_text``; ``score`` does only per-pair work (logits, softmax, aggregation, W_o, LN2, W_p,
-LN3, cosine): 2FD + 2D^2 + D MACs per pair.
+LN3, cosine): 2FD + 2D^2 + D MACs per pair as written (``pair_scoring="as_written"``).
+
+Default scoring (``pair_scoring="gram"``, exact, used whenever dropout is inactive, i.e. at evaluation): every
+quantity after the softmax is linear in the attention weights up to the two LayerNorms' scalar statistics, so
+the pooled vector never needs to exist per pair. With R_k = W_o V_k per video (k = head x frame), the centred
+pre-LN2 vector is a combination of K + 1 per-video vectors and the centred LN3 input a combination of K + 2
+(their images under M = (I + W_p) diag(LN2 weight), plus a constant); both LayerNorm variances, the product
+with the text and the norm of the pooled video are then linear and quadratic forms over per-video Gram
+matrices built offline (``gram_video_state``). Per pair: F D (logits) + (K + 2) D (one GEMM of the texts
+against every video's bases) + (K+1)^2 + 2 (K+2)^2 MACs = 13,873 at ViT-B/32 instead of 537,088. The
+quadratic forms run in at least fp32 (also under autocast), so half-precision rounding does not enter them.
 
 Padding. The official loader never pads: it samples ``num_frames`` frames uniformly over the whole video
 and, for a video with fewer frames, repeats the last sampled frame (``datasets/video_capture.py``); the
@@ -143,11 +153,12 @@ def _quadratic(coef: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
 
 def gram_cosines(pool: XPoolTransformer, t_hat: torch.Tensor, t_beta3: torch.Tensor, attn: torch.Tensor,
                  video: State) -> torch.Tensor:
-    """cos(t, LN3(u + 0)) for every pair without forming a D-vector per pair (exact rewrite of the pooling head).
+    """The pooled-video cosines of every pair without a D-vector per pair (an exact rewrite of the pooling head).
 
-    attn [t, v, H, F] softmax weights, t_beta3 [t] = <t^, b3> (per query); the LayerNorm statistics and the cosine are linear / quadratic forms in
-    alpha over the per-video bases of ``gram_video_state``: (K + 2) D + O(K^2) MACs per pair instead of
-    2 D^2 + 2 F D. Computed in at least fp32 (quadratic forms lose too much in half precision).
+    attn [t, v, H, F] softmax weights, t_beta3 [t] = <t^, b3> (per query); the LayerNorm statistics and the
+    cosine are linear / quadratic forms in alpha over the per-video bases of ``gram_video_state``:
+    (K + 2) D + O(K^2) MACs per pair instead of 2 D^2 + 2 F D. Computed in at least fp32 (quadratic forms lose
+    too much in half precision). ``cos(t, v_t)`` with v_t = LN3(u) and u = M n + c as in ``gram_video_state``.
     """
     n_t, n_v = attn.shape[:2]
     with torch.autocast(device_type=attn.device.type, enabled=False):

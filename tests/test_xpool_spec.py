@@ -302,7 +302,8 @@ def test_pair_flops_at_msrvtt_shapes(vit_b32, make_method):
     # the default Gram scoring: the same scores from 13,873 MACs per pair (39x fewer)
     g = make_method("xpool", vit_b32, max_frames=12, max_words=32)
     with torch.no_grad():
-        text, video = g.encode_text(tok, tm), g.video_from_frames(torch.randn(3, 12, 512), torch.ones(3, 12, dtype=torch.long))
+        text = g.encode_text(tok, tm)
+        video = g.video_from_frames(torch.randn(3, 12, 512), torch.ones(3, 12, dtype=torch.long))
     assert count_flops(lambda: g.score(text, video)) / 6 == xpool_pair_flops(12, 512, gram=True) == 2 * 13_873
 
 

@@ -68,11 +68,13 @@ class Case:
     name: str
     n: int
     official_block: int  # the official eval's block (batch_size_val or its mini_batch); n = the whole matrix
-    official_matrix: Callable[[Inputs], torch.Tensor]  # the port over the whole test matrix
+    official_matrix: Callable[[Inputs, object], torch.Tensor]  # the port over the whole matrix (+ prepared)
     official_block_fn: Callable[[Inputs, int], torch.Tensor]  # the port's work for one b x b block
     tvr_states: Callable[[Inputs], tuple[dict, dict]]  # tvr-bench's offline query and video states
     method: object
     inputs: Inputs
+    # the official once-per-video work before its block loop (seqTransf in get_video_feat); None: none
+    official_prepare: Callable[[Inputs], object] | None = None
     official_scale: float = 1.0  # tvr-bench's score = scale x official (kappa where the official omits it)
     flop_block: int = 64  # side of the block FlopCounterMode runs tvr-bench's score on
     official_flop_block: int | None = None  # None: the official block (set lower where that is the whole matrix)
@@ -107,8 +109,12 @@ def compare(case: Case, dense: dict) -> dict:
     fig: dict = {"method": case.name, "n": n, "threads": torch.get_num_threads(), "official_block": b}
     with torch.no_grad():
         t0 = time.perf_counter()
-        official = case.official_matrix(x) * case.official_scale
-        fig["official_s"] = time.perf_counter() - t0
+        prepared = case.official_prepare(x) if case.official_prepare else None
+        t1 = time.perf_counter()
+        official = case.official_matrix(x, prepared) * case.official_scale
+        t2 = time.perf_counter()
+        fig["official_s"], fig["official_scoring_s"] = t2 - t0, t2 - t1
+        del prepared
 
         t0 = time.perf_counter()
         text, video = case.tvr_states(x)
@@ -129,7 +135,8 @@ def compare(case: Case, dense: dict) -> dict:
         k = min(side, case.flop_block)
         fig["tvr_bench_flops_per_pair"] = counted_flops(lambda: m.score(_slice(text, k), _slice(video, k))) / (k * k)
     fig["speedup"] = fig["official_s"] / fig["tvr_bench_s"]
-    fig["official_gflops"] = fig["official_flops_per_pair"] * n * n / fig["official_s"] / 1e9
+    fig["scoring_speedup"] = fig["official_scoring_s"] / fig["tvr_bench_scoring_s"]
+    fig["official_gflops"] = fig["official_flops_per_pair"] * n * n / fig["official_scoring_s"] / 1e9
     fig["tvr_bench_gflops"] = fig["tvr_bench_flops_per_pair"] * n * n / fig["tvr_bench_scoring_s"] / 1e9
     fig["dense_gemm_gflops"] = dense["flops_per_s"] / 1e9
     fig["tvr_bench_fraction_of_dense"] = fig["tvr_bench_gflops"] / fig["dense_gemm_gflops"]
@@ -171,20 +178,25 @@ def render(figures: dict) -> str:
         "re-work; benchmarks/official/<method>.py names the files it reproduces) against tvr-bench's",
         "`similarity_matrix` at the default `eval.memory_budget` block, same cached inputs, same process, official",
         "first. MSR-VTT ViT-B/32 shapes (D = 512, L = 32, F = 12), fp32, random weights, padded captions/videos.",
-        "tvr-bench s includes its offline states (temporal encoder once per video); GFLOP/s is the counted FLOPs",
-        "of the scoring loop over its time, % dense = that over one 2048^3 fp32 GEMM measured in the same run.",
+        "Both s columns start from the same cached CLIP outputs, so they include the once-per-video work (the",
+        "temporal encoder) where a side does it; the scoring columns are the block loops alone (the official loop",
+        "keeps whatever it re-does per block). FLOPs/pair: FlopCounterMode on one block of each side (the official",
+        "at its own block, its per-block re-work amortised). GFLOP/s: those FLOPs over the scoring loop's time;",
+        "% dense: tvr-bench's GFLOP/s over one 2048^3 fp32 GEMM measured in the same run.",
         "The machine is shared (2 cores, other jobs running): times are noisy, see the notes column.",
         "",
-        "| method | N | official block | official s | tvr-bench s | speed-up | official peak | tvr-bench block "
-        "| tvr-bench peak | official FLOPs/pair | tvr-bench FLOPs/pair | official GFLOP/s | tvr-bench GFLOP/s "
-        "| % dense GEMM | max diff / range | notes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| method | N | official block | official s | tvr-bench s | speed-up | official scoring s "
+        "| tvr-bench scoring s | scoring speed-up | official peak | tvr-bench block | tvr-bench peak "
+        "| official FLOPs/pair | tvr-bench FLOPs/pair | official GFLOP/s | tvr-bench GFLOP/s | % dense GEMM "
+        "| max diff / range | notes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name in sorted(figures):
         f = figures[name]
         rows.append(
             f"| {name} | {f['n']} | {f['official_block']} | {f['official_s']:.2f} | {f['tvr_bench_s']:.2f} "
-            f"| {f['speedup']:.1f}x | {_mib(f['official_block_peak_bytes'])} | {f['tvr_bench_block']} "
+            f"| {f['speedup']:.1f}x | {f['official_scoring_s']:.2f} | {f['tvr_bench_scoring_s']:.2f} "
+            f"| {f['scoring_speedup']:.1f}x | {_mib(f['official_block_peak_bytes'])} | {f['tvr_bench_block']} "
             f"| {_mib(f['tvr_bench_block_peak_bytes'])} | {_flops(f['official_flops_per_pair'])} "
             f"| {_flops(f['tvr_bench_flops_per_pair'])} | {f['official_gflops']:.1f} | {f['tvr_bench_gflops']:.1f} "
             f"| {100 * f['tvr_bench_fraction_of_dense']:.0f} % | {f['max_abs_diff_over_range']:.1e} "

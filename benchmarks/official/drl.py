@@ -46,8 +46,7 @@ def official_video_feats(method, frames: torch.Tensor, video_mask: torch.Tensor)
                       for s in range(0, frames.shape[0], BATCH_SIZE_VAL)])
 
 
-def official_matrix(method, x: Inputs, bs: int = MINI_BATCH) -> torch.Tensor:
-    video_feat = official_video_feats(method, x.frames, x.video_mask)
+def official_matrix(method, x: Inputs, video_feat: torch.Tensor, bs: int = MINI_BATCH) -> torch.Tensor:
     rows = []
     for ts in range(0, x.n, bs):
         rows.append(torch.cat([official_block(method, x.words[ts: ts + bs], x.text_mask[ts: ts + bs],
@@ -85,6 +84,7 @@ def case(backbone, x: Inputs) -> Case:
         block_video = official_video_feats(m, x.frames[:MINI_BATCH], x.video_mask[:MINI_BATCH])
     return Case(
         name="drl", n=x.n, official_block=MINI_BATCH, method=m, inputs=x,
-        official_matrix=lambda inp: official_matrix(m, inp), official_block_fn=block_fn,
+        official_prepare=lambda inp: official_video_feats(m, inp.frames, inp.video_mask),
+        official_matrix=lambda inp, feats: official_matrix(m, inp, feats), official_block_fn=block_fn,
         tvr_states=states, official_scale=float(m.backbone.logit_scale()),
         notes="official re-runs both weight MLPs per block of 32; seqTransf once per video on both sides")

@@ -12,10 +12,11 @@ the cosine (no logit scale); tvr-bench's is kappa times it.
 Left out by default, named here: inside ``similarity`` the official code also concatenates the text and pooled
 video per pair into [a, b, 1, 2D] and runs ``weight_fc`` (Linear 2D->4D, ReLU, Linear 4D->1) on it, then never
 uses the result (the line that would is commented out). It is ~4.2 MFLOP per pair, two orders of magnitude
-more than the pooling itself; ``unused_weight_mlp=True`` includes it (its FLOPs are reported as ``official_unused_mlp_flops_per_pair``),
-but the timed peer is the stricter one without it. The eval loop also adds ``loss2_weight`` times the
-learnable-query score ``_score`` to every block; that local branch is GLSCL's, not the parameter-free control
-textpool implements, so it is not part of this peer either. Written from reading that code, not copied.
+more than the pooling itself; passing ``weight_fc=unused_weight_mlp()`` includes it, but the timed peer is the
+stricter one without it (the notes column gives the FLOPs with it). The eval loop also adds ``loss2_weight``
+times the learnable-query score ``_score`` to every block; that local branch is GLSCL's, not the
+parameter-free control textpool implements, so it is not part of this peer either. Written from reading that
+code, not copied.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def official_video_feats(method, frames: torch.Tensor, video_mask: torch.Tensor)
                       for s in range(0, frames.shape[0], BATCH_SIZE_VAL)])
 
 
-def official_matrix(method, x: Inputs, bs: int = MINI_BATCH, weight_fc: nn.Module | None = None) -> torch.Tensor:
-    video_feat = official_video_feats(method, x.frames, x.video_mask)
+def official_matrix(method, x: Inputs, video_feat: torch.Tensor, bs: int = MINI_BATCH,
+                    weight_fc: nn.Module | None = None) -> torch.Tensor:
     rows = []
     for ts in range(0, x.n, bs):
         rows.append(torch.cat([official_block(x.sentence[ts: ts + bs], video_feat[vs: vs + bs],
@@ -90,7 +91,8 @@ def case(backbone, x: Inputs) -> Case:
     with_mlp = counted_flops(lambda: official_block(x.sentence[:b], block_video, x.video_mask[:b], mlp)) / b ** 2
     return Case(
         name="textpool", n=x.n, official_block=MINI_BATCH, method=m, inputs=x,
-        official_matrix=lambda inp: official_matrix(m, inp),
+        official_prepare=lambda inp: official_video_feats(m, inp.frames, inp.video_mask),
+        official_matrix=lambda inp, feats: official_matrix(m, inp, feats),
         official_block_fn=lambda inp, b: official_block(inp.sentence[:b], block_video[:b], inp.video_mask[:b]),
         tvr_states=states, official_scale=float(m.backbone.logit_scale()),
         notes=f"GLSCL similarity() in blocks of 16, without its unused weight_fc MLP (with it: "

@@ -70,7 +70,7 @@ def case(backbone, x: Inputs) -> Case:
 
     return Case(
         name="tighttransf", n=x.n, official_block=BATCH_SIZE_VAL, method=m, inputs=x, flop_block=16,
-        official_matrix=lambda inp: official_matrix(m, inp),
+        official_matrix=lambda inp, _prepared: official_matrix(m, inp),
         official_block_fn=lambda inp, b: official_block(m, inp.sentence[:b], inp.frames[:b], inp.video_mask[:b]),
         tvr_states=states,
         notes="a 4-layer cross encoder per pair on both sides (official: blocks of 16 x 16 pairs)")

@@ -81,7 +81,7 @@ def case(backbone, x: Inputs) -> Case:
 
     return Case(
         name="ts2net", n=x.n, official_block=BATCH_SIZE_VAL, method=m, inputs=x,
-        official_matrix=lambda inp: official_matrix(m, inp),
+        official_matrix=lambda inp, _prepared: official_matrix(m, inp),
         official_block_fn=lambda inp, b: official_block(m, inp.sentence[:b], inp.frames[:b], inp.video_mask[:b]),
         tvr_states=states,
         notes="official re-runs seqTransf on 4F tokens per (text, video) block of 8")

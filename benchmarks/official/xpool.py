@@ -67,7 +67,7 @@ def case(backbone, x: Inputs) -> Case:
 
     return Case(
         name="xpool", n=x.n, official_block=x.n, official_flop_block=64, method=m, inputs=x,
-        official_matrix=lambda inp: official_matrix(m, inp.sentence, filled[: inp.n]),
+        official_matrix=lambda inp, _prepared: official_matrix(m, inp.sentence, filled[: inp.n]),
         official_block_fn=lambda inp, b: official_matrix(m, inp.sentence[:b], filled[:b]),
         tvr_states=states, official_scale=float(m.backbone.logit_scale()),
         notes="official pools the whole test set in one call ([N_v, N_t, D] tensors)")
