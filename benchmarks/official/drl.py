@@ -86,5 +86,5 @@ def case(backbone, x: Inputs) -> Case:
         name="drl", n=x.n, official_block=MINI_BATCH, method=m, inputs=x,
         official_prepare=lambda inp: official_video_feats(m, inp.frames, inp.video_mask),
         official_matrix=lambda inp, feats: official_matrix(m, inp, feats), official_block_fn=block_fn,
-        tvr_states=states, official_scale=float(m.backbone.logit_scale()),
+        tvr_states=states, official_scale=float(m.backbone.logit_scale().detach()),
         notes="official re-runs both weight MLPs per block of 32; seqTransf once per video on both sides")

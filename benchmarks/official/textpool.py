@@ -94,6 +94,6 @@ def case(backbone, x: Inputs) -> Case:
         official_prepare=lambda inp: official_video_feats(m, inp.frames, inp.video_mask),
         official_matrix=lambda inp, feats: official_matrix(m, inp, feats),
         official_block_fn=lambda inp, b: official_block(inp.sentence[:b], block_video[:b], inp.video_mask[:b]),
-        tvr_states=states, official_scale=float(m.backbone.logit_scale()),
+        tvr_states=states, official_scale=float(m.backbone.logit_scale().detach()),
         notes=f"GLSCL similarity() in blocks of 16, without its unused weight_fc MLP (with it: "
               f"{with_mlp / 1e6:.2f} MFLOP/pair)")

@@ -69,5 +69,5 @@ def case(backbone, x: Inputs) -> Case:
         name="xpool", n=x.n, official_block=x.n, official_flop_block=64, method=m, inputs=x,
         official_matrix=lambda inp, _prepared: official_matrix(m, inp.sentence, filled[: inp.n]),
         official_block_fn=lambda inp, b: official_matrix(m, inp.sentence[:b], filled[:b]),
-        tvr_states=states, official_scale=float(m.backbone.logit_scale()),
+        tvr_states=states, official_scale=float(m.backbone.logit_scale().detach()),
         notes="official pools the whole test set in one call ([N_v, N_t, D] tensors)")
