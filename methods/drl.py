@@ -212,6 +212,18 @@ class DRL(RetrievalMethod):
         return cross_correlation_penalty((c1 + c2) / 2, float(self.options["cdcr_alpha1"]),
                                          float(self.options["cdcr_alpha2"]))
 
+    #: the official scoring block (``mini_batch`` of main.py's ``_run_on_single_gpu``)
+    OFFICIAL_EVAL_BLOCK = 32
+
+    def official_pair_flops(self, gallery_size: int) -> float | None:
+        """``wti_interaction`` per (text block, video block) of b = 32: both weight MLPs re-run on the
+        block's words and frames, (L + F)(D^2 + D) per text / video and block (WTI only), then per pair the
+        L x F cosines L F D and the weighted sums L + F (ti: no weights, sums 0)."""
+        b, d, n_w, n_f = self.OFFICIAL_EVAL_BLOCK, self.backbone.embed_dim, self.max_words, self.max_frames
+        if self.options["interaction"] != "wti":
+            return 2.0 * n_w * n_f * d
+        return 2 * (n_w * n_f * d + n_w + n_f + b * (n_w + n_f) * (d * d + d) / (b * b))
+
     def score_pair_bytes(self, itemsize: int = 4) -> int:
         return 4 * itemsize * self.max_words * self.max_frames  # the L x F token similarities and their maxima
 

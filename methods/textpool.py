@@ -150,6 +150,13 @@ class TextConditionedPooling(RetrievalMethod):
             cos = torch.einsum("td,tvd->tv", text["t_hat"], l2norm(pooled))  # D
         return self.backbone.logit_scale() * cos, {}
 
+    def official_pair_flops(self, gallery_size: int) -> float | None:
+        """GLSCL's ``similarity`` (blocks of 16): logits F D, pooled video F D, cosine D per pair; its unused
+        ``weight_fc`` MLP (2D -> 4D -> 1 per pair, result discarded) is left out, as the benchmark's peer does
+        (benchmarks/official/textpool.py)."""
+        d, n_f = self.backbone.embed_dim, self.max_frames
+        return 2.0 * (2 * n_f * d + d)
+
     def score_pair_bytes(self, itemsize: int = 4) -> int:
         pooled = 0 if self.options["gram_trick"] else 2 * self.backbone.embed_dim  # pooled D-vector and its norm
         return itemsize * (pooled + 8 * self.max_frames)

@@ -139,6 +139,15 @@ class TightTransf(RetrievalMethod):
         outside = torch.full_like(scores, float("-inf"))  # pairs never scored together in the official run
         return torch.where(same, scores, outside), {}
 
+    def official_pair_flops(self, gallery_size: int) -> float | None:
+        """``_cross_similarity``: the whole cross encoder per pair over 1 + F tokens, pooler D^2 and the
+        similarity head D (the official block of 16 x 16 pairs re-does nothing else)."""
+        from tvr_bench.methods._temporal import transformer_macs
+
+        d, blocks = self.backbone.embed_dim, self.cross.blocks
+        encoder = transformer_macs(d, 1 + self.max_frames, len(blocks), blocks[0].mlp.c_fc.out_features)
+        return 2.0 * (encoder + d * d + d)
+
     def score_pair_bytes(self, itemsize: int = 4) -> int:
         # a cross-encoder pass per pair: (L + F) tokens of width D through attention and the 4D-wide MLP
         return 12 * itemsize * (self.max_words + self.max_frames) * self.backbone.embed_dim

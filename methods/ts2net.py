@@ -267,6 +267,17 @@ class TS2Net(RetrievalMethod):
         logits = self.backbone.logit_scale() * (a * s).sum(dim=-1)
         return logits, {}
 
+    #: the official eval block (``batch_size_val`` of scripts/run_msrvtt.sh)
+    OFFICIAL_EVAL_BLOCK = 8
+
+    def official_pair_flops(self, gallery_size: int) -> float | None:
+        """``get_final_similarity`` per (text block, video block) of b = 8: the seqTransf re-run on the block's
+        F (K + 1) selected tokens per video, then both frame scores (the weighted one and the one weighted 0)
+        F D each per pair."""
+        b, d, n_f = self.OFFICIAL_EVAL_BLOCK, self.backbone.embed_dim, self.max_frames
+        tokens = n_f * (int(self.options["topk"]) + 1)
+        return 2 * (2 * n_f * d + b * self.temporal.macs(tokens) / (b * b))
+
     def score_pair_bytes(self, itemsize: int = 4) -> int:
         return 6 * 4 * self.max_frames  # cosines, weights, softmax (kept in fp32): a few F-vectors per pair
 

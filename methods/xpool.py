@@ -270,6 +270,13 @@ class XPool(RetrievalMethod):
         sims = torch.einsum("td,tvd->tv", text["t_hat"], l2norm(v_t))
         return self.backbone.logit_scale() * sims, {}
 
+    def official_pair_flops(self, gallery_size: int) -> float | None:
+        """``pool_frames`` on the whole test set at once (no blocks): per text q = W_q LN1(t) D^2, per video
+        K, V 2 F D^2, per pair logits and weighted sum 2 F D (all heads together), W_o and W_p 2 D^2 and the
+        cosine D; the per-text and per-video work amortised over the gallery_size x gallery_size matrix."""
+        d, n_f, n = self.backbone.embed_dim, self.max_frames, gallery_size
+        return 2 * (2 * n_f * d + 2 * d * d + d + (d * d + 2 * n_f * d * d) / n)
+
     def _gram_applies(self) -> bool:
         """The Gram scoring is exact only without dropout on W_p r (eval, or dropout 0)."""
         return self.options["pair_scoring"] == "gram" and not (self.training and self.pool.dropout.p > 0)

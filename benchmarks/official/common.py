@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 D, L, F = 512, 32, 12
 REPORT = Path(__file__).resolve().parents[2] / "reports" / "efficiency" / "cpu" / "scoring_vs_official.md"
@@ -92,9 +91,11 @@ def block_peak(fn: Callable[[], object]) -> int:
 
 
 def counted_flops(fn: Callable[[], object]) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        fn()
-    return fc.get_total_flops()
+    """The project's one FLOP convention (``bench/cost/flops.py``): FlopCounterMode plus the CPU attention ops
+    it does not count (nn.MultiheadAttention's fast path inside every seqTransf / cross-encoder block)."""
+    from tvr_bench.bench.cost.flops import count_flops
+
+    return count_flops(fn)
 
 
 def _slice(state: dict, k: int) -> dict:
