@@ -145,11 +145,12 @@ class DRL(RetrievalMethod):
         padded rows/columns 0 (official) or -inf (strict option).
 
         Official zeros: the padded words and frames are zeroed *before* the product, which gives exactly the
-        0 the official mask multiplication gives (0 * x summed), without a masked copy of S."""
+        0 the official mask multiplication gives, without a masked copy of S (a fill, not a product, so a
+        non-finite padded feature cannot leak into S)."""
         tm, vm = text["text_mask"].bool(), video["video_mask"].bool()
         w, z = text["w_hat"], video["z_hat"]
         if not self.options["max_over_valid_only"]:
-            w, z = w * tm[..., None].to(w.dtype), z * vm[..., None].to(z.dtype)
+            w, z = w.masked_fill(~tm[..., None], 0.0), z.masked_fill(~vm[..., None], 0.0)
         n_t, n_w, d = w.shape
         n_v, n_f, _ = z.shape
         sims = (w.reshape(n_t * n_w, d) @ z.reshape(n_v * n_f, d).t()).view(n_t, n_w, n_v, n_f)
