@@ -24,6 +24,9 @@ What the official ``wti_interaction`` computes (docs/methods.md, checked against
 Defaults = the README's MSR-VTT command: ``wti_arch 2``, ``cdcr 3``, alpha1 0.11, alpha2 0.0, lambda 0.001
 (``scripts/msrvtt.sh`` uses alpha1 0.14 for the same ViT-B/32 row). ``cdcr 3`` needs the WTI weights (the
 official code has no ``text_weight`` under ``ti``): interaction "ti" requires cdcr 0 or 2.
+Evaluation (not training) groups the captions of a block by length and cuts each group's word axis after its
+longest caption, so the L x F GEMM skips most all-zero padded rows; exact (``_score_by_length``), tested
+against the full block and the loop transcription.
 Named option that deviates: ``max_over_valid_only`` (padding enters the max as -inf, methods.md's reading).
 One guard, inactive wherever the official loss is finite: a CDCR channel with zero std is not divided by 0
 (``standardise``).
@@ -159,12 +162,46 @@ class DRL(RetrievalMethod):
             sims = sims.masked_fill(~valid, float("-inf"))
         return sims
 
+    #: texts per length group of the evaluation path (``_score_by_length``)
+    LENGTH_GROUP = 64
+    _WORD_AXIS = ("w_hat", "text_mask", "text_weight")  # text states with a word axis (dim 1)
+
+    def _score_by_length(self, text: State, video: State) -> torch.Tensor:
+        """Evaluation scores with the texts grouped by length, each group's words cut after its longest
+        caption: the same values, without the GEMM work on the all-zero padded rows (most of L = 32 for real
+        captions). Exact: a cut-off padded word contributes a 0 row; it enters only the max over words of a
+        caption with padding, restored by a clamp at 0 (official zero-filled mode; the strict mode ignores
+        padding anyway), and the t2v terms of padded words are 0 (zero WTI weight, or 0 in the TI sum)."""
+        tm = text["text_mask"].bool()
+        n_t, n_w = tm.shape
+        pos = torch.arange(1, n_w + 1, device=tm.device)
+        span = (tm * pos).amax(dim=1)  # one past each caption's last valid position
+        order = torch.argsort(span, stable=True)
+        out = []
+        for start in range(0, n_t, self.LENGTH_GROUP):
+            idx = order[start: start + self.LENGTH_GROUP]
+            cut = max(1, int(span[idx].max()))
+            sub = {k: v[idx][:, :cut] if k in self._WORD_AXIS else v[idx] for k, v in text.items()}
+            padded = tm[idx].sum(dim=1) < n_w  # captions the official max over words sees a 0 for
+            out.append(self._score_block(sub, video, padded)[0])
+        return torch.cat(out)[torch.argsort(order)]
+
     def score_with_parts(self, text: State, video: State):
+        if not self.training:
+            return self.backbone.logit_scale() * self._score_by_length(text, video), {}
+        return self._score_block(text, video, None)
+
+    def _score_block(self, text: State, video: State, padded: torch.Tensor | None):
+        """Scores of one text block; ``padded`` [t] marks captions whose padded words were cut off (their max
+        over words is clamped at the 0 those rows gave), None when nothing was cut. Returns (s / kappa or
+        logits, parts): unscaled when ``padded`` is given (the caller scales once)."""
         sims = self._token_sims(text, video)  # [t, l, v, f]
         tm, vm = text["text_mask"].bool(), video["video_mask"].bool()
         # a padded word's row (a padded frame's column) contributes nothing: it is 0 (official) or -inf (strict)
         t2v_max = sims.max(dim=-1).values  # [t, l, v] best frame per word
         v2t_max = sims.max(dim=1).values  # [t, v, f] best word per frame
+        if padded is not None and not self.options["max_over_valid_only"]:
+            v2t_max = torch.where(padded[:, None, None], v2t_max.clamp_min(0.0), v2t_max)
         if self.options["max_over_valid_only"]:
             t2v_max = t2v_max.masked_fill(~tm[:, :, None], 0.0)
             v2t_max = v2t_max.masked_fill(~vm[None, :, :], 0.0)
@@ -174,6 +211,8 @@ class DRL(RetrievalMethod):
         else:
             t2v = t2v_max.sum(1) / tm.sum(-1).to(sims.dtype)[:, None]
             v2t = v2t_max.sum(-1) / vm.sum(-1).to(sims.dtype)[None, :]
+        if padded is not None:
+            return (t2v + v2t) / 2, {}
         logits = self.backbone.logit_scale() * (t2v + v2t) / 2
         parts: dict[str, torch.Tensor] = {}
         if self.training and int(self.options["cdcr"]) and sims.shape[0] == sims.shape[2]:
