@@ -83,8 +83,9 @@ def case(backbone, x: Inputs) -> Case:
     with torch.no_grad():
         block_video = official_video_feats(m, x.frames[:MINI_BATCH], x.video_mask[:MINI_BATCH])
     return Case(
-        name="drl", n=x.n, official_block=MINI_BATCH, method=m, inputs=x,
+        name="drl", n=x.n, official_block=MINI_BATCH, method=m, inputs=x, flop_block=x.n,
         official_prepare=lambda inp: official_video_feats(m, inp.frames, inp.video_mask),
         official_matrix=lambda inp, feats: official_matrix(m, inp, feats), official_block_fn=block_fn,
         tvr_states=states, official_scale=float(m.backbone.logit_scale().detach()),
+        # counted on a whole block: the length grouping's saving depends on the captions of the block
         notes="official re-runs both weight MLPs per block of 32; seqTransf once per video on both sides")
