@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench test smoke benchmark setup clean
+.PHONY: bench test smoke benchmark benchmark-official setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,max
+
+# scoring vs the official formulation of each query-dependent method; rewrites
+# reports/efficiency/cpu/scoring_vs_official.md (TVR_OFFICIAL_N, TVR_OFFICIAL_N_HEAVY set the sizes)
+benchmark-official: $(STAMP)
+	$(BIN)/python -m pytest benchmarks/test_scoring_vs_official.py -s -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

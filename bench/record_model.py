@@ -117,11 +117,16 @@ class Params(_Open):
 
 class Flops(_Open):
     text_per_query: NonNegNum
-    score_per_pair: NonNegNum
+    score_per_pair: NonNegNum = Field(description="FlopCounterMode's count of this implementation's scoring, "
+                                      "per (text, video) pair")
     per_query: NonNegNum
     video_per_video: NonNegNum
     gallery_size: NonNegNum
     convention: Optional[StrictStr] = None
+    official_score_per_pair: Optional[NonNegNum] = Field(
+        default=None, description="analytic FLOPs per pair of the method's official evaluation code (its own "
+        "eval block, per-block re-work amortised; same 2 x MAC matmul convention), not a count of this "
+        "implementation; absent where the method declares none")
 
 
 class Memory(_Open):

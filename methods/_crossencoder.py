@@ -54,10 +54,16 @@ class CrossEncoder(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def _attention(self, block: nn.Module, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
-        p, s, d = x.shape
-        h = self.n_head
         qkv = F.linear(x, block.attn.in_proj_weight, block.attn.in_proj_bias)
-        q, k, v = qkv.view(p, s, 3, h, d // h).permute(2, 0, 3, 1, 4)  # each [P, H, S, d/H]
+        return self._attend(block, *qkv.chunk(3, dim=-1), key_bias)
+
+    def _attend(self, block: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_bias: torch.Tensor) -> torch.Tensor:
+        """q [P, s, D] (s queries), k, v [P, S, D] -> out-projected attention [P, s, D]."""
+        p, s, d = q.shape
+        h = self.n_head
+        q = q.reshape(p, s, h, d // h).transpose(1, 2)
+        k, v = (t.reshape(p, t.shape[1], h, d // h).transpose(1, 2) for t in (k, v))  # each [P, H, S, d/H]
         # additive key bias, scale (d/H)^-0.5 (SDPA's default), no attention dropout (checked in __init__)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias[:, None, None, :].to(q.dtype))
         out = out.transpose(1, 2).reshape(p, s, d)
@@ -70,5 +76,43 @@ class CrossEncoder(nn.Module):
         for block in self.blocks:
             x = x + block.ls_1(self._attention(block, block.ln_1(x), key_bias))
             x = x + block.ls_2(block.mlp(block.ln_2(x)))
-        pooled = quick_gelu(self.pool_dense(self.ln_pool(x[:, 0])))  # LayerNorm is per token: first token only
+        return self._head(x[:, 0])  # LayerNorm is per token: first token only
+
+    def _head(self, first: torch.Tensor) -> torch.Tensor:
+        pooled = quick_gelu(self.pool_dense(self.ln_pool(first)))
         return self.similarity_dense(pooled).squeeze(-1)
+
+    def first_layer_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """in_proj(ln_1(x)) of the first block, [n, s, 3D]: per token, so per query / per video when the
+        embedding dropout is inactive (``forward_reusing``)."""
+        block = self.blocks[0]
+        return F.linear(block.ln_1(x), block.attn.in_proj_weight, block.attn.in_proj_bias)
+
+    def forward_reusing(self, x: torch.Tensor, qkv0: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """``forward`` without its pair-independent or unused work (exact; only without embedding dropout).
+
+        x [P, S, D] with positions, qkv0 = ``first_layer_qkv(x)`` gathered from the per-query / per-video
+        states. The first block's projections are not recomputed per pair, and the last block computes its
+        query, attention, out-projection and MLP for the first token only (the pooler reads nothing else);
+        its keys and values still need every token."""
+        if self.training and self.dropout.p > 0:
+            raise RuntimeError("cross encoder: forward_reusing is exact only without embedding dropout")
+        key_bias = (1.0 - key_mask.to(x.dtype)) * -1000000.0
+        d = x.shape[-1]
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            if i == 0:
+                q, k, v = qkv0.chunk(3, dim=-1)
+            else:
+                h = block.ln_1(x)
+                w, b = block.attn.in_proj_weight, block.attn.in_proj_bias
+                if i == last:  # the first token's query only
+                    q = F.linear(h[:, :1], w[:d], b[:d])
+                    k, v = F.linear(h, w[d:], b[d:]).chunk(2, dim=-1)
+                else:
+                    q, k, v = F.linear(h, w, b).chunk(3, dim=-1)
+            if i == last:
+                q, x = q[:, :1], x[:, :1]
+            x = x + block.ls_1(self._attend(block, q, k, v, key_bias))
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        return self._head(x[:, 0])

@@ -37,6 +37,12 @@ def clip_text_blocks(backbone: Backbone, num_layers: int, who: str) -> tuple[nn.
     return blocks, backbone.text_positional_embedding()
 
 
+def transformer_macs(width: int, tokens: int, layers: int, mlp_width: int) -> int:
+    """MACs of ``layers`` residual attention blocks over ``tokens`` tokens: q/k/v/out projections 4 S D^2, MLP
+    2 S D M, attention scores and weighted sum 2 S^2 D (the FLOP convention of bench/cost/flops.py / 2)."""
+    return layers * (4 * tokens * width * width + 2 * tokens * width * mlp_width + 2 * tokens * tokens * width)
+
+
 class SeqTransf(nn.Module):
     def __init__(self, backbone: Backbone, num_layers: int = 4, *, init_from_text: bool = True):
         super().__init__()
@@ -47,6 +53,11 @@ class SeqTransf(nn.Module):
             with torch.no_grad():
                 self.frame_position_embeddings.weight.copy_(pos.detach())
         self.n_head = self.blocks[0].attn.num_heads
+
+    def macs(self, tokens: int) -> int:
+        """MACs of one forward pass over one video of ``tokens`` tokens."""
+        width = self.frame_position_embeddings.embedding_dim
+        return transformer_macs(width, tokens, len(self.blocks), self.blocks[0].mlp.c_fc.out_features)
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, f, _ = z.shape

@@ -24,6 +24,9 @@ What the official ``wti_interaction`` computes (docs/methods.md, checked against
 Defaults = the README's MSR-VTT command: ``wti_arch 2``, ``cdcr 3``, alpha1 0.11, alpha2 0.0, lambda 0.001
 (``scripts/msrvtt.sh`` uses alpha1 0.14 for the same ViT-B/32 row). ``cdcr 3`` needs the WTI weights (the
 official code has no ``text_weight`` under ``ti``): interaction "ti" requires cdcr 0 or 2.
+Evaluation (not training) groups the captions of a block by length and cuts each group's word axis after its
+longest caption, so the L x F GEMM skips most all-zero padded rows; exact (``_score_by_length``), tested
+against the full block and the loop transcription.
 Named option that deviates: ``max_over_valid_only`` (padding enters the max as -inf, methods.md's reading).
 One guard, inactive wherever the official loss is finite: a CDCR channel with zero std is not divided by 0
 (``standardise``).
@@ -141,30 +144,80 @@ class DRL(RetrievalMethod):
 
     # ---- per pair ----------------------------------------------------------------------------------------
     def _token_sims(self, text: State, video: State) -> torch.Tensor:
-        """S [N_t, N_v, L, F]: cosines with padded rows/columns set to 0 (official) or -inf (strict option)."""
-        sims = torch.einsum("tld,vfd->tvlf", text["w_hat"], video["z_hat"])
+        """S [N_t, L, N_v, F] (the layout of one [N_t L, D] x [D, N_v F] GEMM, no permuted copy): cosines with
+        padded rows/columns 0 (official) or -inf (strict option).
+
+        Official zeros: the padded words and frames are zeroed *before* the product, which gives exactly the
+        0 the official mask multiplication gives, without a masked copy of S (a fill, not a product, so a
+        non-finite padded feature cannot leak into S)."""
         tm, vm = text["text_mask"].bool(), video["video_mask"].bool()
-        valid = tm[:, None, :, None] & vm[None, :, None, :]
-        fill = float("-inf") if self.options["max_over_valid_only"] else 0.0
-        return sims.masked_fill(~valid, fill)
+        w, z = text["w_hat"], video["z_hat"]
+        if not self.options["max_over_valid_only"]:
+            w, z = w.masked_fill(~tm[..., None], 0.0), z.masked_fill(~vm[..., None], 0.0)
+        n_t, n_w, d = w.shape
+        n_v, n_f, _ = z.shape
+        sims = (w.reshape(n_t * n_w, d) @ z.reshape(n_v * n_f, d).t()).view(n_t, n_w, n_v, n_f)
+        if self.options["max_over_valid_only"]:
+            valid = tm[:, :, None, None] & vm[None, None, :, :]
+            sims = sims.masked_fill(~valid, float("-inf"))
+        return sims
+
+    #: texts per length group of the evaluation path (``_score_by_length``)
+    LENGTH_GROUP = 64
+    _WORD_AXIS = ("w_hat", "text_mask", "text_weight")  # text states with a word axis (dim 1)
+
+    def _score_by_length(self, text: State, video: State) -> torch.Tensor:
+        """Evaluation scores with the texts grouped by length, each group's words cut after its longest
+        caption: the same values, without the GEMM work on the all-zero padded rows (most of L = 32 for real
+        captions). Exact: a cut-off padded word contributes a 0 row; it enters only the max over words of a
+        caption with padding, restored by a clamp at 0 (official zero-filled mode; the strict mode ignores
+        padding anyway), and the t2v terms of padded words are 0 (zero WTI weight, or 0 in the TI sum)."""
+        tm = text["text_mask"].bool()
+        n_t, n_w = tm.shape
+        pos = torch.arange(1, n_w + 1, device=tm.device)
+        span = (tm * pos).amax(dim=1)  # one past each caption's last valid position
+        order = torch.argsort(span, stable=True)
+        out = []
+        for start in range(0, n_t, self.LENGTH_GROUP):
+            idx = order[start: start + self.LENGTH_GROUP]
+            cut = max(1, int(span[idx].max()))
+            sub = {k: v[idx][:, :cut] if k in self._WORD_AXIS else v[idx] for k, v in text.items()}
+            padded = tm[idx].sum(dim=1) < n_w  # captions the official max over words sees a 0 for
+            out.append(self._score_block(sub, video, padded)[0])
+        return torch.cat(out)[torch.argsort(order)]
 
     def score_with_parts(self, text: State, video: State):
-        sims = self._token_sims(text, video)
+        if not self.training:
+            return self.backbone.logit_scale() * self._score_by_length(text, video), {}
+        return self._score_block(text, video, None)
+
+    def _score_block(self, text: State, video: State, padded: torch.Tensor | None):
+        """Scores of one text block; ``padded`` [t] marks captions whose padded words were cut off (their max
+        over words is clamped at the 0 those rows gave), None when nothing was cut. Returns (s / kappa or
+        logits, parts): unscaled when ``padded`` is given (the caller scales once)."""
+        sims = self._token_sims(text, video)  # [t, l, v, f]
         tm, vm = text["text_mask"].bool(), video["video_mask"].bool()
-        # a padded word's row (a padded frame's column) contributes nothing: zero it (it is -inf when strict)
-        t2v_max = sims.max(dim=-1).values.masked_fill(~tm[:, None, :], 0.0)  # [t, v, l] best frame per word
-        v2t_max = sims.max(dim=-2).values.masked_fill(~vm[None, :, :], 0.0)  # [t, v, f] best word per frame
+        # a padded word's row (a padded frame's column) contributes nothing: it is 0 (official) or -inf (strict)
+        t2v_max = sims.max(dim=-1).values  # [t, l, v] best frame per word
+        v2t_max = sims.max(dim=1).values  # [t, v, f] best word per frame
+        if padded is not None and not self.options["max_over_valid_only"]:
+            v2t_max = torch.where(padded[:, None, None], v2t_max.clamp_min(0.0), v2t_max)
+        if self.options["max_over_valid_only"]:
+            t2v_max = t2v_max.masked_fill(~tm[:, :, None], 0.0)
+            v2t_max = v2t_max.masked_fill(~vm[None, :, :], 0.0)
         if self.options["interaction"] == "wti":
-            t2v = torch.einsum("tvl,tl->tv", t2v_max, text["text_weight"])
+            t2v = torch.einsum("tlv,tl->tv", t2v_max, text["text_weight"])
             v2t = torch.einsum("tvf,vf->tv", v2t_max, video["video_weight"])
         else:
-            t2v = t2v_max.sum(-1) / tm.sum(-1).to(sims.dtype)[:, None]
+            t2v = t2v_max.sum(1) / tm.sum(-1).to(sims.dtype)[:, None]
             v2t = v2t_max.sum(-1) / vm.sum(-1).to(sims.dtype)[None, :]
+        if padded is not None:
+            return (t2v + v2t) / 2, {}
         logits = self.backbone.logit_scale() * (t2v + v2t) / 2
         parts: dict[str, torch.Tensor] = {}
-        if self.training and int(self.options["cdcr"]) and sims.shape[0] == sims.shape[1]:
+        if self.training and int(self.options["cdcr"]) and sims.shape[0] == sims.shape[2]:
             # CDCR needs the positive pairs' matrices (for the argmax) and the features they index
-            parts = {"pos_sims": torch.diagonal(sims, dim1=0, dim2=1).permute(2, 0, 1).detach(),
+            parts = {"pos_sims": torch.diagonal(sims, dim1=0, dim2=2).permute(2, 0, 1).detach(),
                      "w_hat": text["w_hat"], "z_hat": video["z_hat"],
                      "text_mask": text["text_mask"], "video_mask": video["video_mask"]}
             if self.options["interaction"] == "wti":
@@ -198,6 +251,18 @@ class DRL(RetrievalMethod):
             c2 = xa.t() @ xb / xa.shape[0]
         return cross_correlation_penalty((c1 + c2) / 2, float(self.options["cdcr_alpha1"]),
                                          float(self.options["cdcr_alpha2"]))
+
+    #: the official scoring block (``mini_batch`` of main.py's ``_run_on_single_gpu``)
+    OFFICIAL_EVAL_BLOCK = 32
+
+    def official_pair_flops(self, gallery_size: int) -> float | None:
+        """``wti_interaction`` per (text block, video block) of b = 32: both weight MLPs re-run on the
+        block's words and frames, (L + F)(D^2 + D) per text / video and block (WTI only), then per pair the
+        L x F cosines L F D and the weighted sums L + F (ti: no weights, sums 0)."""
+        b, d, n_w, n_f = self.OFFICIAL_EVAL_BLOCK, self.backbone.embed_dim, self.max_words, self.max_frames
+        if self.options["interaction"] != "wti":
+            return 2.0 * n_w * n_f * d
+        return 2 * (n_w * n_f * d + n_w + n_f + b * (n_w + n_f) * (d * d + d) / (b * b))
 
     def score_pair_bytes(self, itemsize: int = 4) -> int:
         return 4 * itemsize * self.max_words * self.max_frames  # the L x F token similarities and their maxima

@@ -132,6 +132,21 @@ class GLCCL(XCLIP):
         f_hat = l2norm(glim_pool(text["words"], z, opts["glim_temperature"], fmask))
         return self._multigrained(text, v_hat, f_hat, text["text_mask"].bool()[:, None, :])
 
+    #: the official eval block (``batch_size_val`` of the MSR-VTT script)
+    OFFICIAL_EVAL_BLOCK = 64
+
+    def official_pair_flops(self, gallery_size: int) -> float | None:
+        """The official similarity call per (text block, video block) of b = 64: seqTransf re-run on the b
+        videos and A_g t, A_l W per text; per pair GLIM's sentence- and L word-guided pooling 2 F D (1 + L),
+        the four scores over the L word-guided features D + 2 L D + L^2 D and the AOSM re-mixings
+        2 L^3 + 4 L^2 (the fine axis has L entries here, not F)."""
+        if not self.options["text_guided"]:
+            return None
+        b, d, n_w, n_f = self.OFFICIAL_EVAL_BLOCK, self.backbone.embed_dim, self.max_words, self.max_frames
+        per_pair = 2 * n_f * d * (1 + n_w) + d + 2 * n_w * d + n_w ** 2 * d + 2 * n_w ** 3 + 4 * n_w ** 2
+        per_block = b * self.temporal.macs(n_f) + b * (1 + n_w) * d * d
+        return 2 * (per_pair + per_block / (b * b))
+
     def score_pair_bytes(self, itemsize: int = 4) -> int:
         if not self.options["text_guided"]:
             return super().score_pair_bytes(itemsize)

@@ -241,7 +241,14 @@ class TS2Net(RetrievalMethod):
         k1 = int(self.options["topk"]) + 1
         perturbed = self.training or self.options["eval_topk"] == "perturbed"
         selected = self.visual_token_selector(tokens.reshape(b * f, t, d), perturbed=perturbed)
-        selected = selected.reshape(b, f * k1, d)  # frame-major: CLS_f, then its K patches
+        return self.video_from_selected(selected.reshape(b, f * k1, d), mask)  # frame-major: CLS_f, its K patches
+
+    def video_from_selected(self, selected: torch.Tensor, mask: torch.Tensor) -> State:
+        """selected [B, F(K+1), D] (frame-major CLS_f + its K selected patches), mask [B, F] -> offline state.
+
+        The step after the (random) token selection, on its own so that a benchmark can feed both sides the same
+        selected tokens."""
+        k1 = int(self.options["topk"]) + 1
         if self.options["fix_token_mask"]:
             token_mask = mask.repeat_interleave(k1, dim=1)
         else:
@@ -259,6 +266,17 @@ class TS2Net(RetrievalMethod):
         a = torch.softmax(float(self.options["frame_softmax_scale"]) * w, dim=-1)
         logits = self.backbone.logit_scale() * (a * s).sum(dim=-1)
         return logits, {}
+
+    #: the official eval block (``batch_size_val`` of scripts/run_msrvtt.sh)
+    OFFICIAL_EVAL_BLOCK = 8
+
+    def official_pair_flops(self, gallery_size: int) -> float | None:
+        """``get_final_similarity`` per (text block, video block) of b = 8: the seqTransf re-run on the block's
+        F (K + 1) selected tokens per video, then both frame scores (the weighted one and the one weighted 0)
+        F D each per pair."""
+        b, d, n_f = self.OFFICIAL_EVAL_BLOCK, self.backbone.embed_dim, self.max_frames
+        tokens = n_f * (int(self.options["topk"]) + 1)
+        return 2 * (2 * n_f * d + b * self.temporal.macs(tokens) / (b * b))
 
     def score_pair_bytes(self, itemsize: int = 4) -> int:
         return 6 * 4 * self.max_frames  # cosines, weights, softmax (kept in fp32): a few F-vectors per pair

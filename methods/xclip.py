@@ -104,6 +104,21 @@ class XCLIP(RetrievalMethod):
     def score_with_parts(self, text: State, video: State):
         return self._multigrained(text, video["v_hat"], video["f_hat"], video["video_mask"].bool()[None])
 
+    #: the official eval block (``batch_size_val`` of scripts/run_xclip_msrvtt_vit32.sh)
+    OFFICIAL_EVAL_BLOCK = 40
+
+    def official_pair_flops(self, gallery_size: int) -> float | None:
+        """``_loose_similarity`` per (text block, video block) of b = 40: seqTransf re-run on the b videos and
+        the text-side products A_g t, A_l W (per text, per block), then per pair the four scores: <v, t A_g>
+        D, <w, v> L D, <t, f> F D, the L x F word-frame matrix L F D and the AOSM re-mixings
+        2 L^2 + 2 F^2 + F L^2 + L F^2 (each softmax times its matrix)."""
+        if type(self) is not XCLIP:
+            return None
+        b, d, n_w, n_f = self.OFFICIAL_EVAL_BLOCK, self.backbone.embed_dim, self.max_words, self.max_frames
+        per_pair = d * (1 + n_w + n_f + n_w * n_f) + 2 * n_w ** 2 + 2 * n_f ** 2 + n_f * n_w ** 2 + n_w * n_f ** 2
+        per_block = b * self.temporal.macs(n_f) + b * (1 + n_w) * d * d
+        return 2 * (per_pair + per_block / (b * b))
+
     def score_pair_bytes(self, itemsize: int = 4) -> int:
         # the [t,v,L,F] frame-word matrix and the AOSM pools' softmax/mix/product copies of it
         return itemsize * (8 * self.max_words * self.max_frames + 4 * (self.max_words + self.max_frames))

@@ -280,6 +280,30 @@ def test_no_cdcr_outside_training_and_configuration_errors(make_method, backbone
 
 # ---- 4. masking and gradients ----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("interaction,strict", [("wti", False), ("ti", False), ("wti", True)])
+def test_length_grouped_evaluation_equals_the_full_block(make_method, backbone, interaction, strict):
+    """Evaluation groups captions by length and cuts each group's words after its longest caption; with
+    mostly negative cosines a cut caption's max over words must still see the 0 of its padding (official)."""
+    m = _drl(make_method, backbone, interaction=interaction, cdcr=0 if interaction == "ti" else 3,
+             max_over_valid_only=strict)
+    m.LENGTH_GROUP = 3  # several groups from 10 captions
+    g = torch.Generator().manual_seed(5)
+    nt, nv = 10, 4
+    Z = torch.randn(nv, F, D, generator=g, dtype=torch.float64)
+    W = -Z.mean(dim=(0, 1)) * 3 + 0.3 * torch.randn(nt, L, D, generator=g, dtype=torch.float64)  # cos < 0
+    lengths = torch.tensor([1, 2, 3, L, 2, 4, 1, 3, L, 2])
+    tmask = (torch.arange(L)[None] < lengths[:, None]).long()
+    vmask = torch.ones(nv, F, dtype=torch.long)
+    vmask[1, 3:] = 0
+    text, video = _states(m, W, Z, tmask, vmask)
+    with torch.no_grad():
+        grouped = m.score(text, video)
+        full, _ = m._score_block(text, video, None)
+    torch.testing.assert_close(grouped, full, rtol=1e-12, atol=1e-12)
+    ref = reference_drl(W, Z, tmask, vmask, m, m.backbone.logit_scale().item(), interaction, strict)
+    torch.testing.assert_close(grouped, ref, rtol=1e-9, atol=1e-9)
+
+
 def test_padded_words_and_frames_do_not_change_scores(make_method, backbone):
     m = _drl(make_method, backbone)
     W, Z, tmask, vmask = _inputs(8)

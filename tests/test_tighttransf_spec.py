@@ -225,11 +225,24 @@ def tight_pair_flops(F: int, D: int, layers: int = 4, mlp: int | None = None) ->
     return 2 * (layers * per_layer + D * D + D)
 
 
+def tight_reuse_pair_flops(F: int, D: int, layers: int = 4, mlp: int | None = None) -> int:
+    """The default reusing path: the first block without its QKV (per token, cached per query / video), the
+    last block for the first token only (its K and V still for all S tokens)."""
+    S, M = 1 + F, 4 * D if mlp is None else mlp
+    per_layer = 4 * S * D * D + 2 * S * D * M + 2 * S * S * D
+    first = S * D * D + 2 * S * D * M + 2 * S * S * D
+    last_kv = 0 if layers == 1 else 2 * S * D * D + D * D  # cached too when the first block is the last
+    last = last_kv + 2 * S * D + D * D + 2 * D * M
+    body = last if layers == 1 else first + (layers - 2) * per_layer + last
+    return 2 * (body + D * D + D)
+
+
 def test_flops_match_formula_and_scale_linearly(tiny_backbone, make_method):
     from tvr_bench.bench.cost import flop_profile
 
     F_ = 3
-    m = make_method("tighttransf", tiny_backbone, max_frames=F_, max_words=4, pair_chunk=5)
+    m = make_method("tighttransf", tiny_backbone, max_frames=F_, max_words=4, pair_chunk=5,
+                    pair_scoring="as_written")
     p = flop_profile(m, max_words=4, max_frames=F_, gallery_size=10, block=(4, 8))  # 32 pairs, 7 sub-chunks
     assert p["score_per_pair"] == tight_pair_flops(F_, D)
     for block in [(1, 1), (3, 5)]:
@@ -239,6 +252,29 @@ def test_flops_match_formula_and_scale_linearly(tiny_backbone, make_method):
     meanp = flop_profile(make_method("meanp", tiny_backbone, max_frames=F_, max_words=4), max_words=4,
                          max_frames=F_, gallery_size=10)
     assert p["text_per_query"] == meanp["text_per_query"] and p["video_per_video"] == meanp["video_per_video"]
+
+
+@pytest.mark.parametrize("layers", [1, 2, 4])
+def test_reusing_path_is_exact_and_its_flops_match_the_formula(tiny_backbone, make_method, layers):
+    """The default pair_scoring="reuse" equals the as-written encoder (fp64, padded videos) and costs what
+    ``tight_reuse_pair_flops`` says, per pair at any block; its per-query / per-video QKV is counted there."""
+    from tvr_bench.bench.cost import flop_profile
+
+    t, Z, vmask = _inputs(2)
+    out, profile = {}, {}
+    for scoring in ("reuse", "as_written"):
+        kw = dict(max_frames=F, max_words=4, pair_chunk=5, cross_layers=layers, pair_scoring=scoring)
+        m = make_method("tighttransf", copy.deepcopy(tiny_backbone), **kw).double()
+        _randomise(m.cross)
+        with torch.no_grad():
+            out[scoring] = m.score(*_states(m, t, Z, vmask))
+        profile[scoring] = flop_profile(make_method("tighttransf", tiny_backbone, **kw), max_words=4, max_frames=F,
+                                        gallery_size=10, block=(3, 4))
+    torch.testing.assert_close(out["reuse"], out["as_written"], rtol=1e-10, atol=1e-10)
+    assert profile["reuse"]["score_per_pair"] == tight_reuse_pair_flops(F, D, layers)
+    qkv = 2 * 3 * D * D  # the first block's projections of one token
+    assert profile["reuse"]["text_per_query"] == profile["as_written"]["text_per_query"] + qkv
+    assert profile["reuse"]["video_per_video"] == profile["as_written"]["video_per_video"] + F * qkv
 
 
 def test_param_count_and_pair_flops_at_vit_b32(make_method):

@@ -193,11 +193,30 @@ def test_fold_out_proj_is_exact(backbone, make_method):
     t, Z, mask = inputs(2)
     out = {}
     for fold in (False, True):
-        m = make_method("xpool", backbone, max_frames=F, max_words=L, num_heads=2, fold_out_proj=fold).double()
+        m = make_method("xpool", backbone, max_frames=F, max_words=L, num_heads=2, fold_out_proj=fold,
+                        pair_scoring="as_written").double()
         perturb(m)
         with torch.no_grad():
             out[fold], _ = method_scores(m, t, Z, mask)
     torch.testing.assert_close(out[True], out[False], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("heads,padding", [(1, "repeat_last"), (2, "mask"), (4, "none")])
+def test_gram_scoring_is_exact(backbone, make_method, heads, padding):
+    """The default Gram scoring equals the as-written pooling head: to 1e-10 in fp64, and to fp32 rounding
+    in fp32 (the quadratic forms are accumulated in fp32 there)."""
+    t, Z, mask = inputs(3)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+        out = {}
+        for scoring in ("gram", "as_written"):
+            m = make_method("xpool", backbone, max_frames=F, max_words=L, num_heads=heads, padding=padding,
+                            pair_scoring=scoring).double()
+            perturb(m)
+            m = m.to(dtype)
+            with torch.no_grad():
+                out[scoring], _ = method_scores(m, t.to(dtype), Z.to(dtype), mask)
+        span = float(out["as_written"].max() - out["as_written"].min())
+        assert float((out["gram"] - out["as_written"]).abs().max()) <= tol * span
 
 
 # ---- 2. parameters ---------------------------------------------------------------------------------------
@@ -215,27 +234,34 @@ def test_param_count_at_vit_b32(vit_b32, make_method):
 
 # ---- 3. FLOPs --------------------------------------------------------------------------------------------
 
-def xpool_pair_flops(F: int, D: int, heads: int = 1, fold: bool = False) -> int:
+def xpool_pair_flops(F: int, D: int, heads: int = 1, fold: bool = False, gram: bool = False) -> int:
     """Matmul FLOPs (2 x MAC) per (text, video) pair of ``score``.
 
     As written: logits F*D + aggregation F*D + W_o D^2 + W_p D^2 + cosine D.
     fold_out_proj: logits F*D + aggregation of W_o V (one D-vector per head and frame) H*F*D + W_p D^2 + D.
+    Gram scoring (the default, K = H*F): logits F*D + the text against the K + 2 per-video bases (K+2)*D +
+    three quadratic forms (K+1)^2 + 2 (K+2)^2.
     """
+    if gram:
+        k = heads * F
+        return 2 * (F * D + (k + 2) * D + (k + 1) ** 2 + 2 * (k + 2) ** 2)
     if fold:
         return 2 * (F * D + heads * F * D + D * D + D)
     return 2 * (2 * F * D + 2 * D * D + D)
 
 
-@pytest.mark.parametrize("Fr,heads,fold", [(5, 1, False), (7, 2, False), (6, 1, True), (4, 4, True)])
-def test_scoring_flops_match_formula_and_scale_linearly(tiny_backbone, make_method, Fr, heads, fold):
+@pytest.mark.parametrize("Fr,heads,fold,gram", [(5, 1, False, False), (7, 2, False, False), (6, 1, True, False),
+                                               (4, 4, True, False), (5, 1, False, True), (7, 2, True, True)])
+def test_scoring_flops_match_formula_and_scale_linearly(tiny_backbone, make_method, Fr, heads, fold, gram):
     from tvr_bench.bench.cost import flop_profile
 
     from tvr_bench.bench.cost import count_flops, dummy_tokens
     from tvr_bench.bench.api.state import slice_state
 
-    m = make_method("xpool", tiny_backbone, max_frames=Fr, max_words=L, num_heads=heads, fold_out_proj=fold)
+    m = make_method("xpool", tiny_backbone, max_frames=Fr, max_words=L, num_heads=heads, fold_out_proj=fold,
+                    pair_scoring="gram" if gram else "as_written")
     ref = flop_profile(m, max_words=L, max_frames=Fr, gallery_size=10, block=(4, 8))["score_per_pair"]
-    assert ref == xpool_pair_flops(Fr, D, heads, fold)
+    assert ref == xpool_pair_flops(Fr, D, heads, fold, gram)
     # linear in the number of pairs: the per-pair count does not depend on the block shape
     tok, tm = dummy_tokens(8, L, tiny_backbone.tokenizer.eot_token_id)
     with torch.no_grad():
@@ -253,7 +279,8 @@ def test_text_and_video_side_work_is_not_counted_per_pair(tiny_backbone, make_me
     base = flop_profile(make_method("meanp", tiny_backbone, max_frames=F, max_words=L), max_words=L,
                         max_frames=F, gallery_size=10)
     for fold, video_mats in ((False, 2), (True, 3)):
-        m = make_method("xpool", tiny_backbone, max_frames=F, max_words=L, fold_out_proj=fold)
+        m = make_method("xpool", tiny_backbone, max_frames=F, max_words=L, fold_out_proj=fold,
+                        pair_scoring="as_written")
         p = flop_profile(m, max_words=L, max_frames=F, gallery_size=10)
         assert p["text_per_query"] == base["text_per_query"] + 2 * D * D
         assert p["video_per_video"] == base["video_per_video"] + video_mats * 2 * F * D * D
@@ -264,7 +291,7 @@ def test_pair_flops_at_msrvtt_shapes(vit_b32, make_method):
     (published.md §6.4: ~543 G; GLSCL Table I: 275.0 G, which equals D^2 + 2FD + D, one D x D projection less)."""
     from tvr_bench.bench.cost import count_flops, dummy_tokens
 
-    m = make_method("xpool", vit_b32, max_frames=12, max_words=32)
+    m = make_method("xpool", vit_b32, max_frames=12, max_words=32, pair_scoring="as_written")
     tok, tm = dummy_tokens(2, 32, vit_b32.tokenizer.eot_token_id)
     with torch.no_grad():
         text = m.encode_text(tok, tm)
@@ -272,6 +299,12 @@ def test_pair_flops_at_msrvtt_shapes(vit_b32, make_method):
     per_pair = count_flops(lambda: m.score(text, video)) / 6
     assert per_pair == xpool_pair_flops(12, 512) == 2 * 537_088
     assert abs(per_pair / 2 * 1e6 - 543e9) / 543e9 < 0.02
+    # the default Gram scoring: the same scores from 13,873 MACs per pair (39x fewer)
+    g = make_method("xpool", vit_b32, max_frames=12, max_words=32)
+    with torch.no_grad():
+        text = g.encode_text(tok, tm)
+        video = g.video_from_frames(torch.randn(3, 12, 512), torch.ones(3, 12, dtype=torch.long))
+    assert count_flops(lambda: g.score(text, video)) / 6 == xpool_pair_flops(12, 512, gram=True) == 2 * 13_873
 
 
 # ---- 4. masking and training path ------------------------------------------------------------------------

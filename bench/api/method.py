@@ -89,6 +89,15 @@ class RetrievalMethod(nn.Module):
         """Weighted extra training losses; the harness adds them to the symmetric InfoNCE."""
         return {}
 
+    def official_pair_flops(self, gallery_size: int) -> float | None:
+        """Analytic FLOPs (2 x MAC, matmul-like ops: the counting convention of ``bench/cost/flops.py``) per
+        (text, video) pair of the method's *official* evaluation code, at this method's shapes: its own eval
+        block (``batch_size_val``), the work it re-does per block amortised over that block's pairs. Apart
+        from ``score_per_pair``, which is FlopCounterMode's count of this implementation. None where the
+        method does not declare it; ``gallery_size`` matters only where the official code scores the whole
+        gallery in one call. Checked against the official-formulation ports of benchmarks/official."""
+        return None
+
     def score_pair_bytes(self, itemsize: int = 4) -> int:
         """Bytes of scoring intermediates alive at once per (text, video) pair; the evaluator sizes its blocks
         from it (``eval.memory_budget``). This default is deliberately generous (eight per-pair (L + F) x D

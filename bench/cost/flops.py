@@ -131,6 +131,9 @@ def flop_profile(method, *, max_words: int, max_frames: int, gallery_size: int, 
         "block": list(block),
         "convention": FLOP_CONVENTION,
     }
+    official = method.official_pair_flops(gallery_size)
+    if official is not None:  # the official code's formulation, analytic; score_per_pair is this code's count
+        out["official_score_per_pair"] = float(official)
     if image_flops_per_frame is not None:
         out.update(image_tower_per_frame=image_flops_per_frame, video_head_per_video=head_v)
     if check_block:
