@@ -82,6 +82,18 @@ class Case:
     notes: str = ""
 
 
+def cached_states(method, backbone, *, video_stage: str = "video_from_frames", all_words: bool = False) -> Callable:
+    """``states(inputs) -> (text, video)``: tvr-bench's offline states built from the cached CLIP outputs (the
+    backbone's text tower answers with the cached sentence and word features). ``all_words``: every word
+    position counts, as an official port that ignores the text mask needs."""
+    def states(inp: "Inputs"):
+        backbone.encode_text_tokens = lambda tokens: (inp.sentence, inp.words)
+        mask = torch.ones_like(inp.text_mask) if all_words else inp.text_mask
+        text = method.encode_text(torch.zeros(inp.n, L, dtype=torch.long), mask)
+        return text, getattr(method, video_stage)(inp.frames, inp.video_mask)
+    return states
+
+
 def block_peak(fn: Callable[[], object]) -> int:
     from tvr_bench.bench.cost.memory import LiveTensorBytes
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from official.common import L, F, Case, Inputs, unit
+from official.common import L, F, Case, Inputs, unit, cached_states
 
 BATCH_SIZE_VAL = 128  # the video-encoding batch of eval_epoch
 MINI_BATCH = 32  # _run_on_single_gpu's scoring block
@@ -71,10 +71,7 @@ def build(backbone):
 def case(backbone, x: Inputs) -> Case:
     m = build(backbone)
 
-    def states(inp: Inputs):
-        backbone.encode_text_tokens = lambda tokens: (inp.sentence, inp.words)
-        text = m.encode_text(torch.zeros(inp.n, L, dtype=torch.long), inp.text_mask)
-        return text, m.video_from_frames(inp.frames, inp.video_mask)
+    states = cached_states(m, backbone)
 
     def block_fn(inp: Inputs, b: int):
         # the per-block work only: the seqTransf features are computed once per video, before the blocks

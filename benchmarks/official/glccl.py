@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from official.common import L, F, Case, Inputs, unit
+from official.common import L, F, Case, Inputs, unit, cached_states
 
 BATCH_SIZE_VAL = 64
 
@@ -70,10 +70,7 @@ def build(backbone):
 def case(backbone, x: Inputs) -> Case:
     m = build(backbone)
 
-    def states(inp: Inputs):
-        backbone.encode_text_tokens = lambda tokens: (inp.sentence, inp.words)
-        text = m.encode_text(torch.zeros(inp.n, L, dtype=torch.long), torch.ones_like(inp.text_mask))
-        return text, m.video_from_frames(inp.frames, inp.video_mask)
+    states = cached_states(m, backbone, all_words=True)
 
     def matrix(inp: Inputs):
         return official_glccl_matrix(m, inp.sentence, inp.words, inp.frames, inp.video_mask)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from official.common import L, F, D, Case, Inputs
+from official.common import L, F, D, Case, Inputs, cached_states
 
 BATCH_SIZE_VAL = 64  # the video-encoding batch
 MINI_BATCH = 16  # _run_on_single_gpu's scoring block
@@ -80,10 +80,7 @@ def case(backbone, x: Inputs) -> Case:
 
     m = build(backbone)
 
-    def states(inp: Inputs):
-        backbone.encode_text_tokens = lambda tokens: (inp.sentence, inp.words)
-        text = m.encode_text(torch.zeros(inp.n, L, dtype=torch.long), inp.text_mask)
-        return text, m.video_from_frames(inp.frames, inp.video_mask)
+    states = cached_states(m, backbone)
 
     with torch.no_grad():
         block_video = official_video_feats(m, x.frames[:MINI_BATCH], x.video_mask[:MINI_BATCH])

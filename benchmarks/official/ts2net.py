@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as nnf
 
-from official.common import L, F, Case, Inputs
+from official.common import L, F, Case, Inputs, cached_states
 
 BATCH_SIZE_VAL = 8
 FRAME_MATCH_WEIGHT = 1.0
@@ -74,10 +74,7 @@ def build(backbone):
 def case(backbone, x: Inputs) -> Case:
     m = build(backbone)
 
-    def states(inp: Inputs):
-        backbone.encode_text_tokens = lambda tokens: (inp.sentence, inp.words)
-        text = m.encode_text(torch.zeros(inp.n, L, dtype=torch.long), inp.text_mask)
-        return text, m.video_from_selected(inp.frames, inp.video_mask)
+    states = cached_states(m, backbone, video_stage="video_from_selected")
 
     return Case(
         name="ts2net", n=x.n, official_block=BATCH_SIZE_VAL, method=m, inputs=x,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from official.common import L, F, Case, Inputs, unit
+from official.common import L, F, Case, Inputs, unit, cached_states
 
 BATCH_SIZE_VAL = 40
 
@@ -84,10 +84,7 @@ def build(backbone):
 def case(backbone, x: Inputs) -> Case:
     m = build(backbone)
 
-    def states(inp: Inputs):
-        backbone.encode_text_tokens = lambda tokens: (inp.sentence, inp.words)
-        text = m.encode_text(torch.zeros(inp.n, L, dtype=torch.long), inp.text_mask)
-        return text, m.video_from_frames(inp.frames, inp.video_mask)
+    states = cached_states(m, backbone)
 
     return Case(
         name="xclip", n=x.n, official_block=BATCH_SIZE_VAL, method=m, inputs=x,

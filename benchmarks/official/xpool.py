@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from official.common import L, F, Case, Inputs, unit
+from official.common import L, F, Case, Inputs, unit, cached_states
 
 
 def official_matrix(method, sentence: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
@@ -60,10 +60,7 @@ def case(backbone, x: Inputs) -> Case:
     m = build(backbone)
     filled = fill_padding_with_last_valid(x.frames, x.video_mask)  # what the official loader would have fed
 
-    def states(inp: Inputs):
-        backbone.encode_text_tokens = lambda tokens: (inp.sentence, inp.words)
-        text = m.encode_text(torch.zeros(inp.n, L, dtype=torch.long), inp.text_mask)
-        return text, m.video_from_frames(inp.frames, inp.video_mask)
+    states = cached_states(m, backbone)
 
     return Case(
         name="xpool", n=x.n, official_block=x.n, official_flop_block=64, method=m, inputs=x,
