@@ -230,7 +230,7 @@ def test_gram_path_equals_direct_features_fp32(glccl, mask_padding):
     g32 = glccl.float()
     text32, video32 = _gram_vs_direct_inputs(g32, torch.float32, 3)
     got, _ = g32.score_with_parts(text32, video32)
-    ref = ref.detach()
+    ref, got = ref.detach(), got.detach()
     span = float(ref.max() - ref.min())
     assert span > 0
     assert float((got.double() - ref).abs().max()) <= 1e-4 * span
