@@ -140,12 +140,14 @@ def _figure(rows: list[SweepRow], key: str, metric: str):
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets), 4.4), squeeze=False)
     numeric = all(isinstance(r.values[0], (int, float)) and not isinstance(r.values[0], bool) for r in rows)
     ticks = sorted({r.values[0] for r in rows}, key=_sort_key)
+    span = (float(ticks[-1]) - float(ticks[0])) or 1.0 if numeric else 1.0
     for ax, ds in zip(axes.flat, datasets):
         methods = list(dict.fromkeys(r.method for r in rows if r.dataset == ds))
         for i, method in enumerate(methods):
             sel = [r for r in rows if r.dataset == ds and r.method == method]
-            # categorical x: spread the methods a little so their error bars do not hide each other
-            xs = [float(r.values[0]) if numeric else ticks.index(r.values[0]) + (i - len(methods) / 2) * 0.04
+            # spread the methods a little around each x so their error bars do not hide each other
+            dodge = (i - (len(methods) - 1) / 2) * 0.012
+            xs = [float(r.values[0]) + dodge * span if numeric else ticks.index(r.values[0]) + dodge * len(ticks)
                   for r in sel]
             ys = [r.value for r in sel]
             err = [[r.value - r.ci[0] for r in sel], [r.ci[1] - r.value for r in sel]] if all(r.ci for r in sel) else None
@@ -159,7 +161,8 @@ def _figure(rows: list[SweepRow], key: str, metric: str):
         seeds = sorted({len(r.seeds) for r in rows if r.dataset == ds})
         ax.set_title(f"{ds} ({'/'.join(map(str, seeds))} seed{'s' if seeds != [1] else ''} per point)", fontsize=10)
         ax.set_xlabel(key)
-        ax.set_ylabel(f"{metric} (%, 95 % CI)" if "R@" in metric else metric)
+        direction, name = _check_metric(metric)
+        ax.set_ylabel(f"{direction.upper()} {name}" + (" (%, 95 % CI)" if "R@" in name else " (95 % CI)"))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best", frameon=False)
     fig.tight_layout()
