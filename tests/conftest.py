@@ -52,3 +52,17 @@ def _make_method(name: str, backbone, *, max_frames: int = 6, max_words: int = 5
 def make_method():
     """Factory: make_method(name, backbone, max_frames=..., max_words=..., **method options)."""
     return _make_method
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One data cache (TVR_BENCH_CACHE) for the whole session: generation is deterministic, so the CLI tests share
+    the embedded benchmark instead of regenerating it."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("TVR_BENCH_CACHE")
+    os.environ["TVR_BENCH_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("TVR_BENCH_CACHE", None)
+    else:
+        os.environ["TVR_BENCH_CACHE"] = old

@@ -18,19 +18,6 @@ REPO = Path(__file__).resolve().parent.parent
 BASELINE = REPO / "reports" / "baselines" / "smoke.json"
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    """One synthetic-data cache for the whole session (generation is deterministic)."""
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("TVR_BENCH_CACHE")
-    os.environ["TVR_BENCH_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("TVR_BENCH_CACHE", None)
-    else:
-        os.environ["TVR_BENCH_CACHE"] = old
-
-
 def invoke(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 

@@ -8,7 +8,6 @@ DataParallel/DDP run (``module.`` prefix) with CLIP's weights in fp16 (CLIP4Clip
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -107,18 +106,6 @@ def official_shapes(method: str, d: int, words: int, frames: int, context: int) 
 QUICKGELU = "backbone.name=tvr-tiny-quickgelu"
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("TVR_BENCH_CACHE")
-    os.environ["TVR_BENCH_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("TVR_BENCH_CACHE", None)
-    else:
-        os.environ["TVR_BENCH_CACHE"] = old
-
-
 def smoke_method(name: str):
     """The method ``bench eval --preset smoke`` builds on the synthetic dataset, with every weight moved off its
     initialisation (identity matrices would hide two swapped names) and CLIP's fp16 weights pre-rounded, so a
@@ -189,7 +176,7 @@ def test_official_names_and_shapes_are_what_the_loader_fills(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["glccl", "xclip", "seqtransf"])
-def test_official_checkpoint_scores_like_the_native_one(name, tmp_path, cache):
+def test_official_checkpoint_scores_like_the_native_one(name, tmp_path, cache_dir):
     """The issue's acceptance test: the same weights, saved in the official naming (module. prefix, fp16 CLIP)
     and natively, give the same record metrics and per-query ranks through `bench eval`."""
     from tvr_bench.bench.records import load_record
@@ -227,7 +214,7 @@ def _error_lines(output: str) -> list[str]:
 
 
 @pytest.mark.parametrize("damage", ["missing", "unknown"])
-def test_official_checkpoint_with_a_missing_or_unknown_key_is_one_error(damage, tmp_path, cache):
+def test_official_checkpoint_with_a_missing_or_unknown_key_is_one_error(damage, tmp_path, cache_dir):
     method, _ = smoke_method("glccl")
     state = official_state(method, "glccl")
     if damage == "missing":
@@ -244,7 +231,7 @@ def test_official_checkpoint_with_a_missing_or_unknown_key_is_one_error(damage, 
     assert not list((tmp_path / "out").glob("*.json"))
 
 
-def test_formats_are_detected_and_contradictions_refused(tmp_path, cache):
+def test_formats_are_detected_and_contradictions_refused(tmp_path, cache_dir):
     from tvr_bench.bench.checkpoints.loading import read_weights
     from tvr_bench.bench.errors import ConfigError
 
@@ -276,7 +263,7 @@ def test_formats_are_detected_and_contradictions_refused(tmp_path, cache):
     assert res.exit_code == 2 and "--checkpoint-format needs --checkpoint" in res.output
 
 
-def test_a_shape_mismatch_names_the_official_key(tmp_path, cache):
+def test_a_shape_mismatch_names_the_official_key(tmp_path, cache_dir):
     method, cfg = smoke_method("xclip")
     frames = cfg["data"]["max_frames"]
     state = official_state(method, "xclip")

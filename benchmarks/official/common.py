@@ -82,6 +82,13 @@ class Case:
     notes: str = ""
 
 
+def blocked_matrix(block: Callable[[slice, slice], torch.Tensor], n: int, bs: int) -> torch.Tensor:
+    """The official eval loops' test matrix: ``block(text rows, video rows)`` for every pair of ``bs``-blocks of
+    ``n`` texts and ``n`` videos, concatenated (text blocks outer, video blocks inner, as they all loop)."""
+    return torch.cat([torch.cat([block(slice(t, t + bs), slice(v, v + bs)) for v in range(0, n, bs)], dim=1)
+                      for t in range(0, n, bs)], dim=0)
+
+
 def cached_states(method, backbone, *, video_stage: str = "video_from_frames", all_words: bool = False) -> Callable:
     """``states(inputs) -> (text, video)``: tvr-bench's offline states built from the cached CLIP outputs (the
     backbone's text tower answers with the cached sentence and word features). ``all_words``: every word

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from official.common import L, F, Case, Inputs, unit, cached_states
+from official.common import L, F, Case, Inputs, unit, blocked_matrix, cached_states
 
 BATCH_SIZE_VAL = 128  # the video-encoding batch of eval_epoch
 MINI_BATCH = 32  # _run_on_single_gpu's scoring block
@@ -47,12 +47,8 @@ def official_video_feats(method, frames: torch.Tensor, video_mask: torch.Tensor)
 
 
 def official_matrix(method, x: Inputs, video_feat: torch.Tensor, bs: int = MINI_BATCH) -> torch.Tensor:
-    rows = []
-    for ts in range(0, x.n, bs):
-        rows.append(torch.cat([official_block(method, x.words[ts: ts + bs], x.text_mask[ts: ts + bs],
-                                              video_feat[vs: vs + bs], x.video_mask[vs: vs + bs])
-                               for vs in range(0, x.n, bs)], dim=1))
-    return torch.cat(rows, dim=0)
+    return blocked_matrix(
+        lambda t, v: official_block(method, x.words[t], x.text_mask[t], video_feat[v], x.video_mask[v]), x.n, bs)
 
 
 def build(backbone):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from official.common import L, F, Case, Inputs, cached_states
+from official.common import L, F, Case, Inputs, blocked_matrix, cached_states
 
 BATCH_SIZE_VAL = 16
 
@@ -45,12 +45,8 @@ def official_block(method, sentence: torch.Tensor, frames: torch.Tensor, video_m
 
 
 def official_matrix(method, x: Inputs, bs: int = BATCH_SIZE_VAL) -> torch.Tensor:
-    rows = []
-    for ts in range(0, x.n, bs):
-        rows.append(torch.cat([official_block(method, x.sentence[ts: ts + bs], x.frames[vs: vs + bs],
-                                              x.video_mask[vs: vs + bs])
-                               for vs in range(0, x.n, bs)], dim=1))
-    return torch.cat(rows, dim=0)
+    return blocked_matrix(
+        lambda t, v: official_block(method, x.sentence[t], x.frames[v], x.video_mask[v]), x.n, bs)
 
 
 def build(backbone):

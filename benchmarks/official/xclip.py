@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from official.common import L, F, Case, Inputs, unit, cached_states
+from official.common import L, F, Case, Inputs, unit, blocked_matrix, cached_states
 
 BATCH_SIZE_VAL = 40
 
@@ -61,12 +61,8 @@ def official_block(method, sentence, words, frames_raw, video_mask) -> torch.Ten
 
 
 def official_matrix(method, x: Inputs, bs: int = BATCH_SIZE_VAL) -> torch.Tensor:
-    rows = []
-    for ts in range(0, x.n, bs):
-        rows.append(torch.cat([official_block(method, x.sentence[ts: ts + bs], x.words[ts: ts + bs],
-                                              x.frames[vs: vs + bs], x.video_mask[vs: vs + bs])
-                               for vs in range(0, x.n, bs)], dim=1))
-    return torch.cat(rows, dim=0)
+    return blocked_matrix(
+        lambda t, v: official_block(method, x.sentence[t], x.words[t], x.frames[v], x.video_mask[v]), x.n, bs)
 
 
 def build(backbone):
