@@ -16,10 +16,10 @@ import click
               help="Also write sweep.md, sweep.csv and the figure (sweep.svg, .pdf, .png) here.")
 def sweep(path, keys, metric, out_dir):
     """The metric with its 95 % interval for every method at every swept value (records under PATH)."""
-    from tvr_bench.bench.report.sweep import load_sweep, sweep_table, write_sweep
+    from tvr_bench.bench.report.sweep import load_sweep, render_table, sweep_rows, write_sweep
 
-    records = load_sweep(path, keys)
-    click.echo(sweep_table(records, keys, metric))
+    rows = sweep_rows(load_sweep(path, keys), keys, metric)  # intervals bootstrapped once for the table and files
+    click.echo(render_table(rows, keys, metric))
     if out_dir is not None:
-        for p in write_sweep(records, keys, out_dir, metric=metric):
+        for p in write_sweep(rows, keys, out_dir, metric=metric):
             click.echo(f"wrote {p}")

@@ -22,7 +22,7 @@ from tvr_bench.bench.records import load_record, record_label, skipped_in_folder
 from tvr_bench.bench.report import stats as S
 from tvr_bench.bench.report.uncertainty import DIRECTIONS, METRICS, rank_arrays
 
-__all__ = ["SweepRow", "config_value", "load_sweep", "sweep_rows", "sweep_table", "write_sweep"]
+__all__ = ["SweepRow", "config_value", "load_sweep", "render_table", "sweep_rows", "sweep_table", "write_sweep"]
 
 FIGURE_FORMATS = ("svg", "pdf", "png")
 
@@ -116,9 +116,13 @@ def _fmt(x: float) -> str:
 def sweep_table(records: Iterable[dict], keys: Sequence[str], metric: str = "t2v/R@1", *,
                 fmt: str = "github") -> str:
     """The sweep as a table (tabulate ``fmt``): dataset, method, each swept key, seeds, the metric [95 % CI]."""
+    return render_table(sweep_rows(records, keys, metric), keys, metric, fmt=fmt)
+
+
+def render_table(rows: list[SweepRow], keys: Sequence[str], metric: str, *, fmt: str = "github") -> str:
+    """:func:`sweep_table` of rows already computed (their intervals are bootstrapped once)."""
     from tabulate import tabulate
 
-    rows = sweep_rows(records, keys, metric)
     direction, name = _check_metric(metric)
     label = f"{direction.upper()} {name}"
     body = [[r.dataset, r.method, *r.values, ",".join(map(str, r.seeds)),
@@ -169,12 +173,11 @@ def _figure(rows: list[SweepRow], key: str, metric: str):
     return fig, plt
 
 
-def write_sweep(records: list[dict], keys: Sequence[str], out_dir: str | os.PathLike, *,
+def write_sweep(rows: list[SweepRow], keys: Sequence[str], out_dir: str | os.PathLike, *,
                 metric: str = "t2v/R@1") -> list[Path]:
     """``sweep.md`` / ``sweep.csv`` and the figure (``sweep.svg``/``.pdf``/``.png``, against the first swept key)
-    in ``out_dir``; everything is rendered before the first file is written."""
-    rows = sweep_rows(records, keys, metric)
-    table_md = sweep_table(records, keys, metric) + "\n"
+    of :func:`sweep_rows` in ``out_dir``; everything is rendered before the first file is written."""
+    table_md = render_table(rows, keys, metric) + "\n"
     csv_lines = ["dataset,method," + ",".join(keys) + ",seeds," + f"{metric},ci_low,ci_high"]
     for r in rows:
         lo, hi = r.ci if r.ci else ("", "")
