@@ -22,7 +22,8 @@ from tvr_bench.bench.errors import ConfigError, did_you_mean
 from tvr_bench.bench.precision import PRECISIONS, official_precision
 
 HARNESS_DEFAULTS: dict[str, Any] = {
-    "backbone": {"name": "tvr-tiny", "pretrained": None},
+    # frozen: train only the method's own modules on cached backbone outputs (bench/data/feature_cache.py)
+    "backbone": {"name": "tvr-tiny", "pretrained": None, "frozen": False},
     "data": {
         "max_frames": 12,
         "max_words": 32,

@@ -20,6 +20,9 @@ class _Section(BaseModel):
 class BackboneCfg(_Section):
     name: str
     pretrained: Optional[str] = None
+    # True: the backbone is not trained (every CLIP weight, logit scale included); its outputs are computed once
+    # per split into the feature cache (bench/data/feature_cache.py) and the method's own modules train on them
+    frozen: bool = False
 
 
 class DataCfg(_Section):

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from tvr_bench.bench import metrics as M
 from tvr_bench.bench import progress
 from tvr_bench.bench.api.state import State, concat_states, slice_state, state_to
+from tvr_bench.bench.data.feature_cache import encode_cached_texts, encode_cached_videos
 from tvr_bench.bench.data.pipeline import FrameStore, TokenizedCaptions, VideoDataset
 from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.units import parse_bytes  # noqa: F401  (re-exported: eval.memory_budget's parser)
@@ -91,7 +92,7 @@ def similarity_matrix(method, text: State, video: State, chunk_size: int, autoca
 
 @torch.no_grad()
 def streamed_similarity(method, captions: TokenizedCaptions, video: State, *, batch_size: int, chunk_size: int,
-                        device, autocast) -> torch.Tensor:
+                        device, autocast, features=None) -> torch.Tensor:
     """The [N_t, N_v] matrix with the text side streamed: one group of queries' states is held at a time.
 
     (All 15,000 VATEX captions' GLCCL word states alone are ~3 GB.) Groups of lcm(batch, chunk) captions keep
@@ -103,25 +104,34 @@ def streamed_similarity(method, captions: TokenizedCaptions, video: State, *, ba
     sim = torch.empty(n_t, n_v, dtype=torch.float32)
     with progress.bar(n_t, f"score {n_t} queries x {n_v} videos", "query") as shown:
         for start in range(0, n_t, group):
-            part = dataclasses.replace(captions, tokens=captions.tokens[start: start + group],
-                                       mask=captions.mask[start: start + group])
-            text = encode_texts(method, part, batch_size, device, autocast)
-            sim[start: start + group] = similarity_matrix(method, text, video, chunk_size, autocast)
-            shown.update(part.tokens.shape[0])
+            stop = min(n_t, start + group)
+            if features is not None:  # frozen backbone: the text tower's outputs come from the feature cache
+                text = encode_cached_texts(method, features, start, stop, batch_size, device, autocast)
+            else:
+                part = dataclasses.replace(captions, tokens=captions.tokens[start:stop], mask=captions.mask[start:stop])
+                text = encode_texts(method, part, batch_size, device, autocast)
+            sim[start:stop] = similarity_matrix(method, text, video, chunk_size, autocast)
+            shown.update(stop - start)
     return sim
 
 
 def evaluate_split(method, split, store: FrameStore, captions: TokenizedCaptions, *, batch_size: int,
-                   chunk_size: int | None, tie_policy: str, device, autocast, memory_budget=None) -> dict:
+                   chunk_size: int | None, tie_policy: str, device, autocast, memory_budget=None,
+                   features=None) -> dict:
+    """``features`` (bench/data/feature_cache.SplitFeatures): the frozen backbone's cached outputs for this split,
+    used in place of running the towers (the same numbers, computed once)."""
     was_training = method.training
     method.eval()
     try:
-        video = encode_videos(method, store, split, batch_size, device, autocast)
+        if features is not None:
+            video = encode_cached_videos(method, features, batch_size, device, autocast)
+        else:
+            video = encode_videos(method, store, split, batch_size, device, autocast)
         n_v = next(iter(video.values())).shape[0]
         chunk_size = block_side(method, memory_budget=memory_budget, chunk_size=chunk_size, device=device,
                                 limit=max(n_v, captions.tokens.shape[0]))
         sim = streamed_similarity(method, captions, video, batch_size=batch_size, chunk_size=chunk_size,
-                                  device=device, autocast=autocast)
+                                  device=device, autocast=autocast, features=features)
     finally:
         method.train(was_training)
     result = M.retrieval_metrics(sim, split.text_to_video(), chunk_size=max(chunk_size, 256), tie_policy=tie_policy)

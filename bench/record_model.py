@@ -233,6 +233,10 @@ class Training(_Open):
     per_rank_batch: Optional[Annotated[StrictInt, Field(ge=1, description="global_batch / world_size")]] = None
     gather_backward: Optional[Literal["official", "exact"]] = Field(
         default=None, description="gradient the all-gather passed back (train.gather_backward); None: one process")
+    backbone: Optional[Literal["frozen", "trained"]] = Field(
+        default=None, description="backbone.frozen: trained with the method, or frozen (heads on cached features)")
+    feature_cache: Optional[dict[str, dict[str, str]]] = Field(
+        default=None, description="frozen backbone: the feature-cache folders (text, video) of each split")
 
 
 class RunRecord(_Open):

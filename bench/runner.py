@@ -23,6 +23,7 @@ from tvr_bench.bench.backbone import build_backbone, check_pretrained_file
 from tvr_bench.bench.checkpoints.loading import load_weights
 from tvr_bench.bench.checkpoints.official import FAMILIES
 from tvr_bench.bench.config import resolve_config
+from tvr_bench.bench.data.feature_cache import BackboneIdentity, FeaturePairDataset, split_features, weights_digest
 from tvr_bench.bench.data.pipeline import DecodedClips, FrameStore, PairDataset, preflight_videos, tokenize_captions
 from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.evaluate import encode_videos, evaluate_split, rows_block
@@ -225,11 +226,23 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
               for name, s in splits.items()}
     autocast, _ = autocast_factory(dev, precision["used"])
     e = cfg["eval"]
+    frozen = bool(cfg["backbone"]["frozen"])
+    features: dict = {}
+    if frozen:  # nothing of CLIP trains: its outputs are computed once per split and shared by methods and seeds
+        method.backbone.requires_grad_(False)
+        t0 = time.perf_counter()
+        ident = BackboneIdentity(cfg["backbone"]["name"], weights_digest(method.backbone.clip), precision["used"],
+                                 dev.type)
+        features = {name: split_features(method, s, stores[name], tokens[name], cache_dir=cache_dir, ident=ident,
+                                         batch_size=e["batch_size"], device=dev, autocast=autocast, log=log)
+                    for name, s in splits.items()}
+        timings["feature_cache_s"] = time.perf_counter() - t0
 
     def evaluate(split_name: str) -> dict:
         return evaluate_split(method, splits[split_name], stores[split_name], tokens[split_name],
                               batch_size=e["batch_size"], chunk_size=e["chunk_size"], tie_policy=e["tie_policy"],
-                              device=dev, autocast=autocast, memory_budget=e["memory_budget"])
+                              device=dev, autocast=autocast, memory_budget=e["memory_budget"],
+                              features=features.get(split_name))
 
     ckpt_dir = run_dir(out_dir, method_name, dataset_name, seed)
     if overwrite and ckpt_dir.exists() and D.is_main():
@@ -240,9 +253,14 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     log(f"== {method_name} on {dataset_name}, seed {seed} ({preset} preset, device {dev}) ==")
     t0 = time.perf_counter()
     train_state = None
-    if cfg["train"]["epochs"] > 0:
+    trainable = any(p.requires_grad for p in method.parameters())
+    if cfg["train"]["epochs"] > 0 and not trainable:
+        log(f"  {method_name} has no parameter to train with a frozen backbone: evaluated as it is (zero-shot)")
+    if cfg["train"]["epochs"] > 0 and trainable:
         trainer = Trainer(method, cfg, device=dev, ckpt_dir=ckpt_dir, config_hash=chash, log=log)
-        pairs = PairDataset(splits[dataset.train_split], tokens[dataset.train_split], stores[dataset.train_split])
+        tr = dataset.train_split
+        pairs = (FeaturePairDataset(features[tr]) if frozen
+                 else PairDataset(splits[tr], tokens[tr], stores[tr]))
         train_state = trainer.fit(pairs, (lambda: evaluate(dataset.val_split)), seed=seed)
     timings["train_s"] = time.perf_counter() - t0
     if not D.is_main():
@@ -253,7 +271,8 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     last_result = evaluate(dataset.test_split)
     selection = "last epoch" if train_state is not None else (
         f"checkpoint {evaluated['path']} ({checkpoint_origin(evaluated)}), no training" if evaluated
-        else "no training: the backbone's weights and the method's initialisation (zero-shot)")
+        else "no training: the backbone's weights and the method's initialisation (zero-shot)"
+        + ("; nothing to train with the backbone frozen" if cfg["train"]["epochs"] > 0 else ""))
     best_path = ckpt_dir / "best.pt"
     if train_state is not None and cfg["train"]["select_on"] == "val" and best_path.exists():
         ck = load_checkpoint(best_path, dev)
@@ -315,6 +334,9 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
                      "best_epoch": train_state.best_epoch if train_state else None,
                      "config_hash": chash,
                      "precision": precision,
+                     "backbone": "frozen" if frozen else "trained",
+                     **({"feature_cache": {name: {"text": str(f.texts.folder.name), "video": str(f.videos.folder.name)}
+                                           for name, f in features.items()}} if frozen else {}),
                      # the config's batch_size is the global batch; the world size is not in the config hash
                      # (a 2-process and a 1-process run of one global batch are the same experiment)
                      "world_size": D.world_size(), "global_batch": global_batch,

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Sampler
 from tvr_bench.bench import distributed as D
 from tvr_bench.bench import progress
 from tvr_bench.bench.atomic import atomic_torch_save, failpoint, remove_stale_temps
+from tvr_bench.bench.data.pipeline import PairDataset
 from tvr_bench.bench.errors import ConfigError
 from tvr_bench.bench.optim import build_optimizer, build_scheduler
 from tvr_bench.bench.precision import autocast_factory  # noqa: F401  (re-exported: callers import it from here)
@@ -191,9 +192,13 @@ class Trainer:
         self.log = log
         self.autocast, self.amp = autocast_factory(device, self.tcfg["precision"])
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.encode_batch = PairDataset.encode_batch  # fit() takes its dataset's
 
     def fit(self, pair_dataset, evaluate_val: Callable[[], dict] | None, *, seed: int) -> TrainState:
+        """``pair_dataset`` yields the batches and says how the method encodes one (``encode_batch``): pixels and
+        tokens (``PairDataset``) or, with a frozen backbone, cached backbone outputs (``FeaturePairDataset``)."""
         tcfg = self.tcfg
+        self.encode_batch = pair_dataset.encode_batch
         batch = int(tcfg["batch_size"])
         n = len(pair_dataset)
         if n < 2:
@@ -242,10 +247,10 @@ class Trainer:
             seen = 0
             shown = progress.bar(min(len(loader), total - state.step), f"epoch {epoch + 1}/{epochs}", "step",
                                  show=D.is_main())  # one bar per run: rank 0's
-            for tokens, tmask, frames, vmask in loader:
+            for inputs in loader:
                 if state.step >= total:
                     break
-                losses = self._step(tokens, tmask, frames, vmask, optimizer, scheduler)
+                losses = self._step(inputs, optimizer, scheduler)
                 state.step += 1
                 seen += 1
                 failpoint("train_step")  # fault injection for the kill -9 tests (inactive unless asked for)
@@ -295,11 +300,9 @@ class Trainer:
             D.barrier()  # no rank runs ahead of a save (or of rank 0's evaluation) another may resume from
         return state
 
-    def _step(self, tokens, tmask, frames, vmask, optimizer, scheduler) -> dict[str, float]:
-        dev = self.device
+    def _step(self, batch, optimizer, scheduler) -> dict[str, float]:
         with self.autocast():
-            text = self.method.encode_text(tokens.to(dev), tmask.to(dev))
-            video = self.method.encode_video(frames.to(dev), vmask.to(dev))
+            text, video = self.encode_batch(self.method, batch, self.device)
             mode = self.tcfg.get("gather_backward")
             text, video = gather_state(text, mode), gather_state(video, mode)
             logits, parts = self.method.score_with_parts(text, video)

@@ -128,8 +128,7 @@ class DRL(RetrievalMethod):
             self.video_weight_fc = weight_mlp(backbone.embed_dim)
 
     # ---- query side / video side: everything that does not need the other modality --------------------
-    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
-        _, words = self.backbone.encode_text_tokens(tokens)
+    def text_from_features(self, sentence: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> State:
         state = {"w_hat": l2norm(words), "text_mask": mask}
         if self.options["interaction"] == "wti":
             state["text_weight"] = masked_softmax_weights(self.text_weight_fc, words, mask)

@@ -92,8 +92,7 @@ class GLCCL(XCLIP):
         # the fine axis holds L word-guided features; GLCCL also registers an F×F matrix it never uses
         return MultiGrainedWeights(dim, max_words, max_words, n_frames_unused=max_frames)
 
-    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
-        sentence, words = self.backbone.encode_text_tokens(tokens)
+    def text_from_features(self, sentence: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> State:
         t_hat, w_hat = l2norm(sentence), l2norm(words)
         return {
             "sentence": sentence,  # raw, guides GLIM's global branch

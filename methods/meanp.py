@@ -33,8 +33,7 @@ class MeanPooling(RetrievalMethod):
         },
     )
 
-    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
-        sentence, _ = self.backbone.encode_text_tokens(tokens)
+    def text_from_features(self, sentence: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> State:
         return {"t_hat": l2norm(sentence)}
 
     def video_from_frames(self, frame_features: torch.Tensor, mask: torch.Tensor) -> State:

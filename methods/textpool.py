@@ -95,8 +95,7 @@ class TextConditionedPooling(RetrievalMethod):
         layers = int(self.options["temporal_layers"])
         self.temporal = SeqTransf(backbone, layers) if layers > 0 else None
 
-    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
-        sentence, _ = self.backbone.encode_text_tokens(tokens)
+    def text_from_features(self, sentence: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> State:
         t = l2norm(sentence) if self.options["normalize"] else sentence
         state = {"t": t}  # guides the pooling
         if self.options["gram_trick"]:

@@ -87,8 +87,7 @@ class TightTransf(RetrievalMethod):
         """The reusing path is exact only without the embedding dropout (eval, or dropout 0)."""
         return self.options["pair_scoring"] == "reuse" and not (self.training and self.cross.dropout.p > 0)
 
-    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
-        sentence, _ = self.backbone.encode_text_tokens(tokens)
+    def text_from_features(self, sentence: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> State:
         state = {"text_token": sentence + self.cross.position_embeddings.weight[0].to(sentence.dtype)}
         if self._reuse():
             state["text_qkv"] = self.cross.first_layer_qkv(state["text_token"].unsqueeze(1)).squeeze(1)

@@ -222,17 +222,22 @@ class TS2Net(RetrievalMethod):
             self.unused = _UnusedOfficialModules(dim, visual.conv1.out_channels, visual.conv1.kernel_size[0])
             _init_official(self.unused)
 
-    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
-        sentence, _ = self.backbone.encode_text_tokens(tokens)
+    def text_from_features(self, sentence: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> State:
         return {"t_hat": l2norm(sentence)}
 
-    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> State:
-        tokens = encode_frame_tokens(self.backbone, frames, shift_layers=int(self.options["shift_layers"]),
-                                     shift_div=int(self.options["shift_div"]))
-        return self.video_from_tokens(tokens, mask)
+    def video_feature_kind(self) -> str:
+        return f"frame-tokens(shift_layers={int(self.options['shift_layers'])}, shift_div={int(self.options['shift_div'])})"
+
+    def video_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Every token of every frame [B, F, T, D], with the token shift inside the last vision blocks."""
+        return encode_frame_tokens(self.backbone, frames, shift_layers=int(self.options["shift_layers"]),
+                                   shift_div=int(self.options["shift_div"]))
+
+    def video_from_features(self, features: torch.Tensor, mask: torch.Tensor) -> State:
+        return self.video_from_tokens(features, mask)
 
     def video_from_frames(self, frame_features: torch.Tensor, mask: torch.Tensor) -> State:
-        raise NotImplementedError("ts2net needs every token of every frame (encode_video / video_from_tokens), "
+        raise NotImplementedError("ts2net needs every token of every frame (video_features / video_from_tokens), "
                                   "not only the CLS features")
 
     def video_from_tokens(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:

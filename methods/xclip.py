@@ -58,8 +58,7 @@ class XCLIP(RetrievalMethod):
     def _score_weights(self, dim: int, max_words: int, max_frames: int) -> MultiGrainedWeights:
         return MultiGrainedWeights(dim, max_words, max_frames)
 
-    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
-        sentence, words = self.backbone.encode_text_tokens(tokens)
+    def text_from_features(self, sentence: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> State:
         t_hat, w_hat = l2norm(sentence), l2norm(words)
         return {
             "t_hat": t_hat,

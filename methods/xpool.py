@@ -217,8 +217,7 @@ class XPool(RetrievalMethod):
         super().__init__(backbone, options, max_frames=max_frames, max_words=max_words)
         self.pool = XPoolTransformer(backbone.embed_dim, int(self.options["num_heads"]), float(self.options["dropout"]))
 
-    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
-        sentence, _ = self.backbone.encode_text_tokens(tokens)
+    def text_from_features(self, sentence: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> State:
         state = {
             "t_hat": l2norm(sentence),  # the score uses the raw text feature, normalised
             "q": self.pool.q_proj(self.pool.layer_norm1(sentence)),  # once per query

@@ -3,8 +3,11 @@
 A method supplies three stages and nothing else (the harness owns data, optimisation, precision, seeding,
 checkpoints, evaluation and cost measurement):
 
-1. ``encode_text(tokens, mask) -> TextState``   query time (counted per query);
-2. ``encode_video(frames, mask) -> VideoState``  offline (cached per video; counted per video);
+1. ``encode_text(tokens, mask) -> TextState``   query time (counted per query); a method writes
+   ``text_from_features(sentence, words, mask)``, the part after the text tower;
+2. ``encode_video(frames, mask) -> VideoState``  offline (cached per video; counted per video); a method writes
+   ``video_from_frames(frame_features, mask)`` (or, with its own image-tower pass, ``video_features`` and
+   ``video_from_features``);
 3. ``score(text_state, video_state) -> [N_t, N_v]`` query time (counted per pair).
 
 States are plain ``dict[str, Tensor]`` whose tensors share their first (batch) dimension, so the harness can
@@ -68,11 +71,30 @@ class RetrievalMethod(nn.Module):
     # ---- stage 1: text (query time) -------------------------------------------------------------------
     def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> State:
         sentence, words = self.backbone.encode_text_tokens(tokens)
+        return self.text_from_features(sentence, words, mask)
+
+    def text_from_features(self, sentence: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> State:
+        """Text-side work after the text tower: sentence [B, D] ([EOT] feature), words [B, L, D] (every position),
+        mask [B, L]. Split from ``encode_text`` so that a frozen backbone's outputs can be computed once and
+        cached (``bench/data/feature_cache.py``) while the method's own modules train on them."""
         return {"sentence": sentence, "words": words, "text_mask": mask}
 
     # ---- stage 2: video (offline) ---------------------------------------------------------------------
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> State:
-        return self.video_from_frames(self.backbone.encode_frames(frames), mask)
+        return self.video_from_features(self.video_features(frames), mask)
+
+    #: what ``video_features`` returns, as part of the feature-cache key: methods whose image-tower pass differs
+    #: from the plain per-frame CLS (TS2-Net's token shift and patch tokens) name their variant here
+    def video_feature_kind(self) -> str:
+        return "frame-cls"
+
+    def video_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """The image tower's part of ``encode_video``: frames [B, F, 3, S, S] -> per-frame CLS [B, F, D]."""
+        return self.backbone.encode_frames(frames)
+
+    def video_from_features(self, features: torch.Tensor, mask: torch.Tensor) -> State:
+        """``encode_video`` after the image tower, from what ``video_features`` returned."""
+        return self.video_from_frames(features, mask)
 
     def video_from_frames(self, frame_features: torch.Tensor, mask: torch.Tensor) -> State:
         """Video-side work after the image tower (temporal encoder, pooling). Offline."""

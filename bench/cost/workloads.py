@@ -143,12 +143,12 @@ def train_step_cost(method, shape: PaperShape, batch: int, device) -> dict:
     out: dict[str, Any] = {"batch": batch, "precision": "amp (fp16 autocast)" if trainer.amp else "fp32",
                            "what": "one optimisation step of the harness (Trainer._step), second step timed"}
     try:
-        trainer._step(tok, tm, frames, vm, optimizer, scheduler)  # warm-up (optimizer state allocated)
+        trainer._step((tok, tm, frames, vm), optimizer, scheduler)  # warm-up (optimizer state allocated)
         meter = MemoryMeter(device)
         with meter.measure():
             sync(device)
             t0 = time.perf_counter()
-            trainer._step(tok, tm, frames, vm, optimizer, scheduler)
+            trainer._step((tok, tm, frames, vm), optimizer, scheduler)
             sync(device)
             out["seconds"] = time.perf_counter() - t0
         out["memory"] = meter.as_dict()

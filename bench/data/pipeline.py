@@ -291,6 +291,12 @@ class PairDataset(Dataset):
         frames, vmask = self.store.get(self.split.captions[i].video_id)
         return self.captions.tokens[i], self.captions.mask[i], frames, vmask
 
+    @staticmethod
+    def encode_batch(method, batch, device):
+        """(text state, video state) of one collated batch, through the whole backbone."""
+        tokens, tmask, frames, vmask = (x.to(device) for x in batch)
+        return method.encode_text(tokens, tmask), method.encode_video(frames, vmask)
+
 
 class VideoDataset(Dataset):
     def __init__(self, split: Split, store: FrameStore):
