@@ -44,7 +44,7 @@ _DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 @dataclass(frozen=True)
 class PretrainSettings:
     seed: int = 0
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -178,7 +178,11 @@ def run_pretrain(s: PretrainSettings, out: Path, *, command: list[str],
                     order += torch.randperm(len(corpus), generator=order_gen).tolist()
                 batch, order = np.asarray(order[:s.batch_size]), order[s.batch_size:]
                 images = _pooled_images(backbone, preprocessor, corpus, batch)
-                texts = torch.nn.functional.normalize(backbone.encode_text_tokens(tokens[batch])[0], dim=-1)
+                # the padding after the batch's longest caption is cut: under the causal mask no position
+                # sees a later one, so the [EOT] features are those of the full 32-token context, for less work
+                batch_tokens = tokens[batch]
+                batch_tokens = batch_tokens[:, :int((batch_tokens != 0).sum(1).max())]
+                texts = torch.nn.functional.normalize(backbone.encode_text_tokens(batch_tokens)[0], dim=-1)
                 loss = loss_fn(images, texts, backbone.logit_scale())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -80,7 +80,7 @@ def test_a_moving_shape_is_never_where_a_benchmark_frame_shows_it():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain") / "w.safetensors"
-    s = PretrainSettings(steps=30, batch_size=16, n_items=96, lr=3e-3, warmup=0.1, threads=1)
+    s = PretrainSettings(steps=30, batch_size=24, n_items=48, lr=2e-3, warmup=0.0, threads=1)
     return out, run_pretrain(s, out, command=["bench", "pretrain"], log=lambda m: None)
 
 
@@ -88,7 +88,7 @@ def test_pretrain_writes_loadable_weights_with_their_manifest(tiny_run):
     out, manifest = tiny_run
     on_disk = json.loads(manifest_path(out).read_text())
     assert on_disk == manifest and manifest["sha256"] == sha256_file(out)
-    assert manifest["settings"]["steps"] == 30 and manifest["corpus"]["n_items"] == 96
+    assert manifest["settings"]["steps"] == 30 and manifest["corpus"]["n_items"] == 48
     assert {"torch", "open_clip"} <= set(manifest["versions"])
     from safetensors.torch import load_file
 
@@ -100,8 +100,9 @@ def test_pretrain_writes_loadable_weights_with_their_manifest(tiny_run):
 
 
 def test_pretrain_loss_goes_down(tiny_run):
-    curve = tiny_run[1]["loss"]["every_10"]
-    assert len(curve) == 3 and curve[-1] < curve[0] - 0.3
+    loss = tiny_run[1]["loss"]
+    curve = loss["every_10"]
+    assert len(curve) == 3 and curve[0] > curve[1] > curve[2] and loss["final"] < loss["first"] - 0.7
 
 
 def test_embedded_tag_loads_the_shipped_file():
