@@ -197,9 +197,10 @@ def run_pretrain(s: PretrainSettings, out: Path, *, command: list[str],
         dtype = _DTYPES[s.dtype]
         state = {k: v.detach().to(dtype if v.is_floating_point() else v.dtype).contiguous()
                  for k, v in clip.state_dict().items()}
-        atomic_write_bytes(out, safetensors_bytes(state, metadata={"backbone": BACKBONE, "seed": str(s.seed),
-                                                                   "steps": str(s.steps)}),
-                           point="pretrain_weights")
+        # one metadata entry: safetensors writes several in hash-map order, which differs between runs and
+        # would make the same weights different bytes
+        about = json.dumps({"backbone": BACKBONE, "seed": s.seed, "steps": s.steps}, sort_keys=True)
+        atomic_write_bytes(out, safetensors_bytes(state, metadata={"tvr_bench": about}), point="pretrain_weights")
         tail = losses[-min(50, len(losses)):]
         manifest = {
             "weights": out.name,
