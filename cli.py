@@ -12,6 +12,7 @@ Examples:
   bench check runs/ --baseline reports/baselines/smoke.json
   bench run --method meanp,glccl --dataset synthetic --set data.synthetic.caption_coverage=0.25,0.5,1.0 --out runs/cov
   bench sweep runs/cov --by data.synthetic.caption_coverage --out runs/cov/_report
+  bench pretrain --out bench/weights/tvr-tiny-embedded.safetensors   # the shipped backbone.pretrained=embedded
 """
 
 from __future__ import annotations
@@ -55,12 +56,14 @@ from tvr_bench.bench.cli.compare import compare  # noqa: E402
 from tvr_bench.bench.cli.data import data  # noqa: E402
 from tvr_bench.bench.cli.efficiency import efficiency  # noqa: E402
 from tvr_bench.bench.cli.listing import list_  # noqa: E402
+from tvr_bench.bench.cli.pretrain import pretrain  # noqa: E402
 from tvr_bench.bench.cli.report import report  # noqa: E402
 from tvr_bench.bench.cli.run import evaluate, run  # noqa: E402
 from tvr_bench.bench.cli.schema import schema  # noqa: E402
 from tvr_bench.bench.cli.sweep import sweep  # noqa: E402
 
-for _command in (run, evaluate, list_, compare, report, check, baseline, data, efficiency, schema, sweep):
+for _command in (run, evaluate, list_, compare, report, check, baseline, data, efficiency, schema, sweep,
+                 pretrain):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

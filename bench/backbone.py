@@ -3,7 +3,8 @@
 ``build_backbone(name, pretrained)`` takes any open_clip model name with a pretrained tag (``openai``,
 ``laion2b_s34b_b79k``...), a local checkpoint path, or nothing (random init). The project's tiny configs
 (``tvr-tiny``, ``tvr-small`` in ``model_configs/``) are registered with open_clip so tests and the embedded
-benchmark never need downloaded weights.
+benchmark never need downloaded weights. ``pretrained=embedded`` is the project's own tag: ``tvr-tiny`` weights
+made by ``bench pretrain`` and shipped in ``weights/``, checked against their manifest's sha256 when loaded.
 
 The text tower is run by :meth:`Backbone.encode_text_tokens`, which returns the projected hidden state at
 *every* position (CLIP4Clip/X-CLIP/GLCCL need word features, open_clip's ``encode_text`` returns only the
@@ -25,6 +26,10 @@ from torch import nn
 from tvr_bench.bench.errors import ConfigError, did_you_mean
 
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+#: the project's own pretrained tags: tag -> (the model they fit, the safetensors file in WEIGHTS_DIR, which
+#: has its manifest ``<file>.json`` beside it; bench/pretrain.py writes both)
+SHIPPED_WEIGHTS = {"embedded": ("tvr-tiny", "tvr-tiny-embedded.safetensors")}
 _TORCHVISION_SHIM: Any = None
 
 
@@ -196,6 +201,32 @@ def _resolve_pretrained(pretrained: str | None) -> str | None:
 OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
+def shipped_weights(pretrained: str, name: str | None = None) -> str:
+    """The verified path of a shipped tag's file: present, and its sha256 the one its manifest records
+    (the manifest travels with the file, so a damaged, replaced or half-updated file is one line, not odd
+    accuracy). ``name``, when given, must be the model the weights fit."""
+    import hashlib
+    import json
+
+    model, filename = SHIPPED_WEIGHTS[pretrained]
+    if name is not None and name != model:
+        raise ConfigError(f"backbone.pretrained={pretrained} holds {model} weights, not {name} ones "
+                          f"(set backbone.name={model})")
+    path = WEIGHTS_DIR / filename
+    manifest = path.with_suffix(".json")
+    try:
+        expected = json.loads(manifest.read_text(encoding="utf-8"))["sha256"]
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"backbone.pretrained={pretrained}: cannot read {path} and its manifest "
+                          f"{manifest.name} ({type(exc).__name__}: {exc})") from None
+    if digest != expected:
+        raise ConfigError(f"backbone.pretrained={pretrained}: {path} has sha256 {digest[:16]}..., its manifest "
+                          f"{manifest.name} records {str(expected)[:16]}... (damaged or replaced: restore both "
+                          f"files, or rewrite them with `bench pretrain --out {path}`)")
+    return str(path)
+
+
 def _is_local(pretrained: str) -> bool:
     return "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
@@ -205,6 +236,9 @@ def check_pretrained_file(pretrained: str | None) -> None:
     safetensors file; a memory-mapped, weights-only read of a PyTorch file): one line naming it, not a
     traceback after the data is loaded. Tags are checked by :func:`build_backbone`."""
     pretrained = _resolve_pretrained(pretrained)
+    if pretrained in SHIPPED_WEIGHTS:
+        shipped_weights(pretrained)
+        return
     if pretrained is None or not _is_local(pretrained):
         return
     import zipfile
@@ -286,7 +320,9 @@ def build_backbone(name: str, pretrained: str | None = None, *, device: str | to
     open_clip = known_model(name)
     pretrained = _resolve_pretrained(pretrained)
     local_sd, local_openai = None, False
-    if pretrained is not None and _is_local(pretrained):
+    if pretrained in SHIPPED_WEIGHTS:
+        local_sd, local_openai = _read_state_dict(shipped_weights(pretrained, name))
+    elif pretrained is not None and _is_local(pretrained):
         check_pretrained_file(pretrained)
         local_sd, local_openai = _read_state_dict(pretrained)
     else:
