@@ -1,5 +1,5 @@
 # Two entry points that set everything up on a fresh machine (see README.md):
-#   make bench   the embedded benchmark, every registered method, ending in one comparison table
+#   make bench   the embedded benchmark, every registered method x 3 seeds, ending in one comparison table
 #   make test    the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 bench: $(STAMP)
-	$(BIN)/bench run --method all --dataset synthetic --out runs/embedded
+	$(BIN)/bench run --method all --dataset synthetic --seed 0 --seed 1 --seed 2 --out runs/embedded
 
 smoke: $(STAMP)
 	$(BIN)/bench run --method all --dataset synthetic --preset smoke --out runs/smoke --overwrite

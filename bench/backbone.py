@@ -14,7 +14,9 @@ as the CLIP4Clip lineage does.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +229,28 @@ def shipped_weights(pretrained: str, name: str | None = None) -> str:
     return str(path)
 
 
+def pretrained_sha256(pretrained: str | None) -> str | None:
+    """sha256 of the file behind ``backbone.pretrained`` (a shipped tag's verified file, or a local checkpoint);
+    None for random init and for open_clip's own tags (named, versioned downloads). Recorded with every run, so a
+    record made with other weights under the same setting is never taken for this run's (bench/run_plan.py)."""
+    import hashlib
+
+    pretrained = _resolve_pretrained(pretrained)
+    if pretrained is None:
+        return None
+    if pretrained in SHIPPED_WEIGHTS:
+        path = shipped_weights(pretrained)
+    elif _is_local(pretrained):
+        path = pretrained
+    else:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _is_local(pretrained: str) -> bool:
     return "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
@@ -345,8 +369,9 @@ def build_backbone(name: str, pretrained: str | None = None, *, device: str | to
         log(f"  backbone: {name} with {pretrained!r} built with {'QuickGELU' if use_qg else 'GELU'} "
             f"(the weights' activation; open_clip's {name} config uses {'QuickGELU' if config_qg else 'GELU'})")
     try:
-        clip, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=None if local_sd is not None else pretrained, device=device, force_quick_gelu=use_qg)
+        with _quiet_random_init_warning(local_sd is not None):
+            clip, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=None if local_sd is not None else pretrained, device=device, force_quick_gelu=use_qg)
     except RuntimeError as exc:  # download failures surface as RuntimeError in open_clip
         raise ConfigError(f"could not load backbone {name!r} with pretrained={pretrained!r}: {exc}") from exc
     if not use_qg and config_qg:  # force_quick_gelu can only switch it on
@@ -366,6 +391,27 @@ def build_backbone(name: str, pretrained: str | None = None, *, device: str | to
         quick_gelu=bool(use_qg),
     )
     return Backbone(clip, preprocess, tokenizer, spec)
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning(active: bool):
+    """open_clip warns "No pretrained weights loaded ... initialized randomly" whenever it builds without a tag;
+    with a local or shipped file loaded right after, that line would be false, so it is dropped then."""
+    if not active:
+        yield
+        return
+    flt = _DropRandomInitWarning()
+    root = logging.getLogger()
+    root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
 
 
 def _load_local(clip: nn.Module, sd: dict, path: str) -> None:

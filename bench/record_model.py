@@ -235,6 +235,9 @@ class Training(_Open):
         default=None, description="gradient the all-gather passed back (train.gather_backward); None: one process")
     backbone: Optional[Literal["frozen", "trained"]] = Field(
         default=None, description="backbone.frozen: trained with the method, or frozen (heads on cached features)")
+    backbone_weights: Optional[dict[str, Optional[str]]] = Field(
+        default=None, description="backbone.pretrained and the sha256 of its file (None: random init or an "
+        "open_clip tag)")
     feature_cache: Optional[dict[str, dict[str, str]]] = Field(
         default=None, description="frozen backbone: the feature-cache folders (text, video) of each split")
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from tvr_bench.bench.backbone import pretrained_sha256
 from tvr_bench.bench.errors import ConfigError, RecordError
 from tvr_bench.bench.records import load_record, record_filename
 
@@ -94,6 +95,13 @@ def plan_run(out_dir: Path, cfg: dict, *, overwrite: bool) -> Planned:
     if diffs:
         raise ConfigError(f"{path} was made with other settings ({_describe(diffs)}); rerun with --overwrite to "
                           "replace it, or choose another --out")
+    weights = (rec.get("training") or {}).get("backbone_weights")
+    if isinstance(weights, dict) and weights.get("sha256"):
+        # `backbone.pretrained` names a file (or a shipped tag): the record answers only for the weights it used
+        if pretrained_sha256(cfg["backbone"]["pretrained"]) != weights["sha256"]:
+            raise ConfigError(f"{path} was made with other backbone weights (backbone.pretrained="
+                              f"{cfg['backbone']['pretrained']}: its sha256 differs now); rerun with --overwrite to "
+                              "replace it, or choose another --out")
     evaluated = (rec.get("training") or {}).get("evaluated_checkpoint")
     if cfg["eval"].get("checkpoint") is not None and isinstance(evaluated, dict):
         # the same path may now hold other weights: the record answers only for the file it evaluated

@@ -19,7 +19,7 @@ import torch
 import tvr_bench.bench.cost as C
 from tvr_bench.bench import distributed as D
 from tvr_bench.bench import provenance
-from tvr_bench.bench.backbone import build_backbone, check_pretrained_file
+from tvr_bench.bench.backbone import build_backbone, check_pretrained_file, pretrained_sha256
 from tvr_bench.bench.checkpoints.loading import load_weights
 from tvr_bench.bench.checkpoints.official import FAMILIES
 from tvr_bench.bench.config import resolve_config
@@ -295,10 +295,14 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
     test = splits[dataset.test_split]
     flops = C.flop_profile(method, max_words=d["max_words"], max_frames=d["max_frames"],
                            gallery_size=len(test.videos), block=tuple(cfg["cost"]["flops_block"]), device=dev)
-    gallery_state = encode_videos(method, stores[dataset.test_split], test, e["batch_size"], dev, autocast)
-    latency_chunk = rows_block(method, 1, memory_budget=e["memory_budget"], chunk_size=e["chunk_size"], device=dev)
-    latency = C.query_latency(method, gallery_state, max_words=d["max_words"], chunk_size=latency_chunk,
-                              device=dev, autocast=autocast, min_run_time=cfg["cost"]["latency_min_run_time"])
+    if cfg["cost"]["enabled"]:
+        gallery_state = encode_videos(method, stores[dataset.test_split], test, e["batch_size"], dev, autocast)
+        latency_chunk = rows_block(method, 1, memory_budget=e["memory_budget"], chunk_size=e["chunk_size"],
+                                   device=dev)
+        latency = C.query_latency(method, gallery_state, max_words=d["max_words"], chunk_size=latency_chunk,
+                                  device=dev, autocast=autocast, min_run_time=cfg["cost"]["latency_min_run_time"])
+    else:  # FLOPs and parameters are counted all the same (deterministic and cheap); only the timing is skipped
+        latency = {"skipped": "not measured (cost.enabled=false)"}
     timings["cost_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
 
@@ -335,6 +339,8 @@ def run_one(method_name: str, dataset_name: str, seed: int, *, out_dir: Path, pr
                      "config_hash": chash,
                      "precision": precision,
                      "backbone": "frozen" if frozen else "trained",
+                     "backbone_weights": {"pretrained": cfg["backbone"]["pretrained"],
+                                          "sha256": pretrained_sha256(cfg["backbone"]["pretrained"])},
                      **({"feature_cache": {name: {"text": str(f.texts.folder.name), "video": str(f.videos.folder.name)}
                                            for name, f in features.items()}} if frozen else {}),
                      # the config's batch_size is the global batch; the world size is not in the config hash

@@ -94,6 +94,8 @@ def test_a_training_step_under_fp16_clip_runs_on_cpu_and_is_recorded(tmp_path, m
     res = CliRunner().invoke(main, ["run", "--method", "seqtransf", "--dataset", "synthetic", "--preset", "smoke",
                                     "--set", "train.precision=fp16-clip", "--set", "train.epochs=1",
                                     "--set", "train.max_steps=2", "--set", "train.coef_lr=1",
+                                    # CLIP trained from its random init (the embedded default is frozen, pretrained)
+                                    "--set", "backbone.frozen=false", "--set", "backbone.pretrained=none",
                                     "--out", str(tmp_path / "out"), "--quiet", "--no-table"])
     assert res.exit_code == 0, res.output
     rec = load_record(tmp_path / "out" / "seqtransf__synthetic__seed0.json")

@@ -40,13 +40,38 @@ def _out_with_record(tmp_path: Path, cfg: dict) -> Path:
 def test_same_settings_skip_and_other_settings_refuse_naming_the_keys(tmp_path):
     out = _out_with_record(tmp_path, _cfg("train.epochs=1"))
     assert plan_run(out, _cfg("train.epochs=1"), overwrite=False).action == "skip"
-    with pytest.raises(ConfigError, match=r"other settings \(train\.lr: 0\.0005 in the record, 0\.002 requested\)"
+    lr = _cfg()["train"]["lr"]
+    with pytest.raises(ConfigError, match=rf"other settings \(train\.lr: {lr} in the record, 0\.002 requested\)"
                                           r".*--overwrite"):
         plan_run(out, _cfg("train.epochs=1", "train.lr=2e-3"), overwrite=False)
     default_epochs = _cfg()["train"]["epochs"]
     with pytest.raises(ConfigError, match=rf"train\.epochs: 1 in the record, {default_epochs} requested"):
         plan_run(out, _cfg(), overwrite=False)  # the default epochs: a plain rerun is not the same question
     assert plan_run(out, _cfg("train.lr=2e-3"), overwrite=True).action == "run"
+
+
+def test_a_record_made_with_other_backbone_weights_is_refused(tmp_path):
+    """Same settings, but the file ``backbone.pretrained`` names holds other weights now: not the same run."""
+    import shutil
+
+    from tvr_bench.bench.backbone import WEIGHTS_DIR, pretrained_sha256
+
+    weights = tmp_path / "w.safetensors"
+    shutil.copy(WEIGHTS_DIR / "tvr-tiny-embedded.safetensors", weights)
+    cfg = _cfg(f"backbone.pretrained={weights}")
+    out = _out_with_record(tmp_path, cfg)
+    rec_path = out / RECORD.name
+    rec = json.loads(rec_path.read_text())
+    rec["training"]["backbone_weights"] = {"pretrained": str(weights), "sha256": pretrained_sha256(str(weights))}
+    rec_path.write_text(json.dumps(rec))
+    assert plan_run(out, cfg, overwrite=False).action == "skip"
+    with open(weights, "r+b") as fh:  # other weights under the same name
+        fh.seek(-4, 2)
+        fh.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ConfigError, match=r"other backbone weights .*sha256 differs now.*--overwrite"):
+        plan_run(out, cfg, overwrite=False)
+    assert pretrained_sha256("embedded") == json.loads((WEIGHTS_DIR / "tvr-tiny-embedded.json").read_text())["sha256"]
+    assert pretrained_sha256(None) is None and pretrained_sha256("openai") is None
 
 
 def test_only_result_neutral_keys_are_ignored():
