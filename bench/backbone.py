@@ -213,7 +213,7 @@ def shipped_weights(pretrained: str, name: str | None = None) -> str:
     model, filename = SHIPPED_WEIGHTS[pretrained]
     if name is not None and name != model:
         raise ConfigError(f"backbone.pretrained={pretrained} holds {model} weights, not {name} ones "
-                          f"(set backbone.name={model})")
+                          f"(set backbone.name={model}, or backbone.pretrained=none for a random init)")
     path = WEIGHTS_DIR / filename
     manifest = path.with_suffix(".json")
     try:

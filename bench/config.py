@@ -87,7 +87,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # embedded default's frozen pretrained backbone every method starts well above chance, and 256 test
         # queries keep the seed-to-seed spread (what the CI baseline's tolerances come from) to a few points
         "data": {"synthetic": {"n_train": 128, "n_val": 32, "n_test": 256, "captions_per_video_train": 4}},
-        "train": {"epochs": 4, "batch_size": 32, "lr": 1e-4},
+        "train": {"epochs": 8, "batch_size": 32, "lr": 1e-4},
         "eval": {"batch_size": 32, "chunk_size": 16},
         "cost": {"latency_min_run_time": 0.05},
     },

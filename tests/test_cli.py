@@ -44,12 +44,16 @@ def test_smoke_run_writes_valid_records_and_prints_the_table(smoke_dir):
         assert rec["schema_version"] == 2 and rec["dataset"] == "synthetic" and rec["seed"] == 0
         for d in ("t2v", "v2t"):
             assert set(rec["metrics"][d]) == {"R@1", "R@5", "R@10", "MdR", "MnR", "RSum"}
-        assert rec["metrics"]["selection"].startswith("best t2v/R@1 on split 'val'")
+        if name == "meanp":  # the embedded default's frozen backbone leaves meanP nothing to train
+            assert "nothing to train with the backbone frozen" in rec["metrics"]["selection"]
+        else:
+            assert rec["metrics"]["selection"].startswith("best t2v/R@1 on split 'val'")
+        assert rec["training"]["backbone"] == "frozen"
         assert rec["cost"]["memory"]["kind"] == "cpu_peak_rss" and rec["cost"]["memory"]["peak_bytes"] > 0
-        assert rec["cost"]["flops"]["gallery_size"] == 64
+        assert rec["cost"]["flops"]["gallery_size"] == 256
         assert rec["config"]["run"]["preset"] == "smoke"
         assert rec["provenance"]["git_sha"] is None or len(rec["provenance"]["git_sha"]) == 40
-        assert rec["protocol"]["test"]["n_videos"] == 64
+        assert rec["protocol"]["test"]["n_videos"] == 256
     assert records["meanp"]["cost"]["params"]["head"] == 0
     assert all(rec["cost"]["params"]["head"] > 0 for name, rec in records.items() if name != "meanp")
     assert all(f"| synthetic | {name}" in output for name in records)  # one comparison table of all methods
@@ -68,10 +72,10 @@ def test_overwrite_retrains_instead_of_resuming_the_finished_checkpoint(smoke_di
     out, _ = smoke_dir
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)  # leave the session's records alone
-    res = invoke("run", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke", "--out", str(copy),
+    res = invoke("run", "--method", "seqtransf", "--dataset", "synthetic", "--preset", "smoke", "--out", str(copy),
                  "--overwrite", "--no-table")
     assert res.exit_code == 0, res.output
-    rec = json.loads((copy / "meanp__synthetic__seed0.json").read_text())
+    rec = json.loads((copy / "seqtransf__synthetic__seed0.json").read_text())
     assert len(rec["training"]["history"]) == rec["config"]["train"]["epochs"]
     assert "resum" not in res.output.lower()
 
@@ -222,12 +226,12 @@ def test_eval_of_a_runs_best_checkpoint_reproduces_its_record(smoke_dir, tmp_pat
     from tvr_bench.bench.records import load_record
 
     out, _ = smoke_dir
-    trained = load_record(out / "meanp__synthetic__seed0.json")
-    best = out / "checkpoints" / "meanp__synthetic__seed0" / "best.pt"
-    res = invoke("eval", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke", "--checkpoint",
+    trained = load_record(out / "seqtransf__synthetic__seed0.json")
+    best = out / "checkpoints" / "seqtransf__synthetic__seed0" / "best.pt"
+    res = invoke("eval", "--method", "seqtransf", "--dataset", "synthetic", "--preset", "smoke", "--checkpoint",
                  str(best), "--out", str(tmp_path / "e"), "--quiet", "--no-table")
     assert res.exit_code == 0, res.output
-    rec = load_record(tmp_path / "e" / "meanp__synthetic__seed0.json")
+    rec = load_record(tmp_path / "e" / "seqtransf__synthetic__seed0.json")
     assert rec["metrics"]["t2v"] == trained["metrics"]["t2v"] and rec["metrics"]["v2t"] == trained["metrics"]["v2t"]
     assert rec["metrics"]["ranks"] == trained["metrics"]["ranks"]
     assert rec["training"]["history"] == [] and rec["config"]["train"]["epochs"] == 0
@@ -236,10 +240,10 @@ def test_eval_of_a_runs_best_checkpoint_reproduces_its_record(smoke_dir, tmp_pat
     # the same path holding other weights later: the record no longer answers for it
     stale = tmp_path / "best.pt"
     shutil.copy(best, stale)
-    assert invoke("eval", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke", "--checkpoint",
+    assert invoke("eval", "--method", "seqtransf", "--dataset", "synthetic", "--preset", "smoke", "--checkpoint",
                   str(stale), "--out", str(tmp_path / "s"), "--quiet", "--no-table").exit_code == 0
-    shutil.copy(out / "checkpoints" / "meanp__synthetic__seed0" / "last.pt", stale)
-    again = CliRunner().invoke(main, ["eval", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke",
+    shutil.copy(out / "checkpoints" / "seqtransf__synthetic__seed0" / "last.pt", stale)
+    again = CliRunner().invoke(main, ["eval", "--method", "seqtransf", "--dataset", "synthetic", "--preset", "smoke",
                                       "--checkpoint", str(stale), "--out", str(tmp_path / "s")])
     assert again.exit_code == 2 and "evaluated another file" in again.output
 

@@ -44,8 +44,11 @@ def test_a_global_batch_not_divisible_by_the_world_size_is_refused():
         GlobalBatchSlices(20, 6, rank=0, world=4, generator=torch.Generator())
 
 
+# meanP training its randomly initialised CLIP (not the embedded default: frozen, pretrained): the gradients reach
+# the encoders
 ARGS = ["run", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke", "--set", "train.epochs=1",
-        "--set", "train.max_steps=3", "--set", "train.batch_size=8",
+        "--set", "train.max_steps=3", "--set", "train.batch_size=8", "--set", "backbone.frozen=false",
+        "--set", "backbone.pretrained=none",
         "--device", "cpu", "--no-table", "--quiet"]  # gloo on the CPU, also on a machine with a GPU
 
 

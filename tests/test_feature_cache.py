@@ -132,7 +132,7 @@ def test_frozen_run_trains_the_heads_only(cache_dir, tmp_path):
 
     state = torch.load(out / "checkpoints" / "xclip__synthetic__seed0" / "last.pt", weights_only=False)["model"]
     seed_everything(0)
-    init = build_backbone("tvr-tiny").clip.state_dict()
+    init = build_backbone("tvr-tiny", "embedded").clip.state_dict()  # the embedded default's shipped weights
     for k, v in init.items():
         assert torch.equal(state[f"backbone.clip.{k}"], v), k  # not one CLIP weight moved, logit scale included
     head = [k for k in state if not k.startswith("backbone.")]

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-RUN = ["run", "--method", "meanp", "--dataset", "synthetic", "--preset", "smoke", "--set", "train.epochs=2",
+# seqtransf: with the embedded default's frozen backbone meanP has nothing to train (no step, no checkpoint to kill)
+RUN = ["run", "--method", "seqtransf", "--dataset", "synthetic", "--preset", "smoke", "--set", "train.epochs=2",
        "--no-table", "--quiet"]
-RECORD = "meanp__synthetic__seed0.json"
+RECORD = "seqtransf__synthetic__seed0.json"
 
 
 def bench(out: Path, failpoint: str | None = None) -> subprocess.CompletedProcess:
@@ -80,7 +81,7 @@ def test_a_record_is_reused_only_for_its_own_settings(tmp_path, reference):
     other = subprocess.run([sys.executable, "-m", "tvr_bench.cli", *RUN, "--set", "train.lr=2e-3", "--out", str(out)],
                            capture_output=True, text=True, timeout=600)
     assert other.returncode == 2 and "Traceback" not in other.stderr
-    assert "other settings (train.lr: 0.001 in the record, 0.002 requested)" in other.stderr
+    assert "other settings (train.lr: 0.0001 in the record, 0.002 requested)" in other.stderr
     assert (out / RECORD).read_bytes() == before
 
 

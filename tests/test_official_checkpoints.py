@@ -104,6 +104,8 @@ def official_shapes(method: str, d: int, words: int, frames: int, context: int) 
 
 # the official CLIP uses QuickGELU (module_clip.py); tvr-tiny's twin with it, as ViT-B-32-quickgelu is ViT-B-32's
 QUICKGELU = "backbone.name=tvr-tiny-quickgelu"
+# the synthetic dataset's default weights (`embedded`) are tvr-tiny's (GELU): these tests start from a random init
+RANDOM_INIT = "backbone.pretrained=none"
 
 
 def smoke_method(name: str):
@@ -116,7 +118,7 @@ def smoke_method(name: str):
 
     cls = METHODS.get(name)
     cfg, _ = resolve_config(method_cls=cls, dataset_cls=DATASETS.get("synthetic"), preset="smoke",
-                            overrides=[QUICKGELU])
+                            overrides=[QUICKGELU, RANDOM_INIT])
     backbone = build_backbone(cfg["backbone"]["name"], cfg["backbone"]["pretrained"], log=lambda m: None)
     method = cls(backbone, cfg["method"], max_frames=cfg["data"]["max_frames"], max_words=cfg["data"]["max_words"])
     gen = torch.Generator().manual_seed(7)
@@ -145,7 +147,8 @@ def save_native(method, path):
 
 def bench_eval(name: str, ckpt, out, *extra, backbone=QUICKGELU):
     return CliRunner().invoke(main, ["eval", "--method", name, "--dataset", "synthetic", "--preset", "smoke",
-                                     "--set", backbone, "--checkpoint", str(ckpt), "--out", str(out), "--quiet",
+                                     "--set", backbone, "--set", RANDOM_INIT, "--checkpoint", str(ckpt),
+                                     "--out", str(out), "--quiet",
                                      "--no-table", *extra])
 
 
@@ -204,7 +207,8 @@ def load_zero_shot(name, tmp_path):
     from tvr_bench.bench.records import load_record
 
     res = CliRunner().invoke(main, ["eval", "--method", name, "--dataset", "synthetic", "--preset", "smoke",
-                                    "--set", QUICKGELU, "--out", str(tmp_path / "z"), "--quiet", "--no-table"])
+                                    "--set", QUICKGELU, "--set", RANDOM_INIT, "--out", str(tmp_path / "z"), "--quiet",
+                                    "--no-table"])
     assert res.exit_code == 0, res.output
     return load_record(tmp_path / "z" / f"{name}__synthetic__seed0.json")
 
