@@ -40,6 +40,10 @@ def _tight(text: str, keep_interval: bool) -> str:
     return core + ("*" if bold else "")
 
 
+def _is_cost(header: str) -> bool:
+    return any(k in header for k in ("params", "FLOPs", "mem", "Latency", "ms/query"))
+
+
 def lower_is_better(header: str) -> bool:
     """Ranks and costs: lower is better; R@K and RSum: higher."""
     return any(k in header for k in _LOWER_BETTER)
@@ -84,18 +88,25 @@ def compact_table(records, *, columns: str = "compact", sort: str = DEFAULT_SORT
         chosen = list(dict.fromkeys(_resolve(c, headers, "--columns") for c in wanted))
     blocks, order = row_order(table, means_rows, sort_col)
     datasets = list(dict.fromkeys(table["Dataset"]))
-    shown = ["Method", *chosen]
-    if "n_seeds" in table.columns and set(table.loc[[b[0] for b in blocks], "n_seeds"]) != {"1"}:
-        shown.insert(1, "n_seeds")
+    base_shown = ["Method", *chosen]
     if not aggregate_seeds:
-        shown.insert(1, "Seed")
+        base_shown.insert(1, "Seed")
     one_direction = not full and all(not h.startswith("V2T") for h in chosen)
     sections = []
     for ds in datasets:  # one table per dataset: the best groups are per dataset, and it saves a column
-        view = table.loc[[i for i in order if table.at[i, "Dataset"] == ds], shown].reset_index(drop=True)
+        rows_ds = [i for i in order if table.at[i, "Dataset"] == ds]
+        measured = [b[0] for b in blocks if table.at[b[0], "Dataset"] == ds]
+        seeds = set(table.loc[measured, "n_seeds"]) if "n_seeds" in table.columns else {"1"}
+        shown = list(base_shown)
+        if len(seeds) > 1:  # one count for every measured row is said once, beside the dataset's name
+            shown.insert(1, "n_seeds")
+        title = ds + (f" ({next(iter(seeds))} seeds per method: means)" if len(seeds) == 1 and seeds != {"1"} else "")
+        view = table.loc[rows_ds, shown].reset_index(drop=True)
         if not full:
             for h in chosen:
                 view[h] = [_tight(str(v), keep_interval=not h.endswith(("MdR", "MnR"))) for v in view[h]]
+                if _is_cost(h):  # a cost's spread over seeds is in the full table; the terminal keeps the mean
+                    view[h] = [str(v).split(" ± ")[0] for v in view[h]]
             if one_direction:  # say it once, in the title line
                 view.columns = [c[4:] if c.startswith("T2V ") else c for c in view.columns]
             view = view.rename(columns={"Latency (ms)": "ms/query"})
@@ -107,7 +118,7 @@ def compact_table(records, *, columns: str = "compact", sort: str = DEFAULT_SORT
                     notes.append(f"[{len(notes) + 1}] {m[1]}, published [{m[2]}]: {m[3]}")
                     view.at[i, "Method"] = f"{m[1]} published [{m[2]}] [{len(notes)}]"
         colalign = tuple("left" if c in ("Method", "Memory kind") else "right" for c in view.columns)
-        sections.append(f"{ds}\n\n" + view.to_markdown(index=False, disable_numparse=True, colalign=colalign)
+        sections.append(f"{title}\n\n" + view.to_markdown(index=False, disable_numparse=True, colalign=colalign)
                         + "".join(f"\n{textwrap.fill(n, WIDTH, subsequent_indent='    ')}" for n in notes))
     md = "\n\n".join(sections)
     head = (f"{'Text-to-video (T2V), r' if one_direction else 'R'}ows sorted by {sort_col} (best first)"
