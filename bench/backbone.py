@@ -25,6 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from tvr_bench.bench.digest import file_sha256
 from tvr_bench.bench.errors import ConfigError, did_you_mean
 
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
@@ -207,7 +208,6 @@ def shipped_weights(pretrained: str, name: str | None = None) -> str:
     """The verified path of a shipped tag's file: present, and its sha256 the one its manifest records
     (the manifest travels with the file, so a damaged, replaced or half-updated file is one line, not odd
     accuracy). ``name``, when given, must be the model the weights fit."""
-    import hashlib
     import json
 
     model, filename = SHIPPED_WEIGHTS[pretrained]
@@ -218,7 +218,7 @@ def shipped_weights(pretrained: str, name: str | None = None) -> str:
     manifest = path.with_suffix(".json")
     try:
         expected = json.loads(manifest.read_text(encoding="utf-8"))["sha256"]
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"backbone.pretrained={pretrained}: cannot read {path} and its manifest "
                           f"{manifest.name} ({type(exc).__name__}: {exc})") from None
@@ -233,7 +233,6 @@ def pretrained_sha256(pretrained: str | None) -> str | None:
     """sha256 of the file behind ``backbone.pretrained`` (a shipped tag's verified file, or a local checkpoint);
     None for random init and for open_clip's own tags (named, versioned downloads). Recorded with every run, so a
     record made with other weights under the same setting is never taken for this run's (bench/run_plan.py)."""
-    import hashlib
 
     pretrained = _resolve_pretrained(pretrained)
     if pretrained is None:
@@ -244,11 +243,7 @@ def pretrained_sha256(pretrained: str | None) -> str | None:
         path = pretrained
     else:
         return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def _is_local(pretrained: str) -> bool:

@@ -18,7 +18,6 @@ depended on. ``backbone.pretrained=embedded`` loads the file shipped in ``bench/
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import platform
@@ -32,6 +31,7 @@ import torch
 
 from tvr_bench.bench import progress
 from tvr_bench.bench.atomic import atomic_write_bytes, atomic_write_text
+from tvr_bench.bench.digest import file_sha256
 from tvr_bench.bench.errors import ConfigError
 
 __all__ = ["PretrainSettings", "manifest_path", "run_pretrain", "sha256_file"]
@@ -86,13 +86,7 @@ def manifest_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
+sha256_file = file_sha256
 
 def _optimizer(clip: torch.nn.Module, s: PretrainSettings) -> torch.optim.AdamW:
     """open_clip's training rule: no decay for gains, biases, embeddings' 1-d parameters and the logit scale."""

@@ -13,7 +13,6 @@ file is one line at the start instead of a traceback after training.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tvr_bench.bench.backbone import pretrained_sha256
+from tvr_bench.bench.digest import file_sha256  # noqa: F401  (re-exported: the runner imports it from here)
 from tvr_bench.bench.errors import ConfigError, RecordError
 from tvr_bench.bench.records import load_record, record_filename
 
@@ -134,14 +134,6 @@ def check_out_dir(out_dir: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"--out {out_dir}: cannot write in {probe} ({exc.strerror or exc}); choose a writable "
                           "folder") from None
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_eval_checkpoint(path: str | Path, device="cpu", *, mmap: bool = True, fmt: str = "auto"):

@@ -26,7 +26,6 @@ files alone; ``load_split`` then resolves the videos and refuses to shrink a spl
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -36,6 +35,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
+from tvr_bench.bench.digest import file_sha256
 from tvr_bench.bench.errors import DataError
 from tvr_bench.bench.api.dataset import CaptionItem, DatasetPlugin, Split, VideoItem
 
@@ -50,13 +50,7 @@ LIST_LIMIT = 20
 # --------------------------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
+sha256_file = file_sha256  # the name the dataset modules import
 
 def decode_utf8(data: bytes, where: str) -> str:
     """Strict UTF-8 (a leading byte-order mark is accepted): non-UTF-8 text is an error naming the file."""
